@@ -155,12 +155,21 @@ def build_family(family: Family, width: float = 1.0, num_classes: int = 1000, dr
     return ArchSpec(stem=StemSpec(channels=stem, act=family.stem_act), layers=tuple(layers), head=head)
 
 
+# Networks published at one width only, written as spec strings.
+FIXED: dict[str, str] = {}
+
+
 def names() -> list[str]:
-    return sorted([*FAMILIES, *ALIASES])
+    return sorted([*FAMILIES, *ALIASES, *FIXED])
 
 
 def get(name: str, width: float | None = None, num_classes: int = 1000) -> ArchSpec:
     """The spec of a named reference network, optionally at another width multiplier."""
+    if name in FIXED:
+        if width not in (None, 1.0):
+            raise SpecError(f"{name} is published at one width only; --width does not apply")
+        spec = ArchSpec.from_string(FIXED[name])
+        return replace(spec, head=replace(spec.head, num_classes=num_classes))
     family_name, alias_width = ALIASES.get(name, (name, 1.0))
     if family_name not in FAMILIES:
         raise SpecError(f"unknown architecture {name!r}; known: {', '.join(names())}")

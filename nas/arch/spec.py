@@ -147,7 +147,7 @@ class ArchSpec:
         if not isinstance(data, dict):
             raise SpecError(f"spec: expected an object, got {type(data).__name__}")
         _check_keys("spec", data, {"stem", "layers", "head"}, required={"stem", "layers"})
-        if not isinstance(data["layers"], list):
+        if not isinstance(data["layers"], (list, tuple)):
             raise SpecError("layers: expected a list")
         stem = _from_fields(StemSpec, "stem", data["stem"])
         layers = tuple(_from_fields(LayerSpec, f"layers[{i}]", d) for i, d in enumerate(data["layers"]))
