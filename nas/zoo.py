@@ -156,7 +156,23 @@ def build_family(family: Family, width: float = 1.0, num_classes: int = 1000, dr
 
 
 # Networks published at one width only, written as spec strings.
-FIXED: dict[str, str] = {}
+FIXED: dict[str, str] = {
+    # ProxylessNAS-Mobile (Cai et al. 2019), read off the authors' TFLite per-op profile
+    # (latency_tables/pixel-cpu/sources/proxyless_mobile_10_latency.txt): 80.67 ms on Pixel 1.
+    "proxylessnas_mobile": (
+        "stem_k3_s2_c32_relu6 ds_k3_s1_e32_c16_relu6 "
+        "ir_k5_s2_e48_c24_relu6 ir_k3_s1_e72_c24_relu6_skip "
+        "ir_k7_s2_e72_c40_relu6 ir_k3_s1_e120_c40_relu6_skip ir_k5_s1_e120_c40_relu6_skip "
+        "ir_k5_s1_e120_c40_relu6_skip "
+        "ir_k7_s2_e240_c80_relu6 ir_k5_s1_e240_c80_relu6_skip ir_k5_s1_e240_c80_relu6_skip "
+        "ir_k5_s1_e240_c80_relu6_skip "
+        "ir_k5_s1_e480_c96_relu6 ir_k5_s1_e288_c96_relu6_skip ir_k5_s1_e288_c96_relu6_skip "
+        "ir_k5_s1_e288_c96_relu6_skip "
+        "ir_k7_s2_e576_c192_relu6 ir_k7_s1_e1152_c192_relu6_skip ir_k7_s1_e576_c192_relu6_skip "
+        "ir_k7_s1_e576_c192_relu6_skip "
+        "ir_k7_s1_e1152_c320_relu6 head_c1280_relu6_d0.1_n1000"
+    ),
+}
 
 
 def names() -> list[str]:

@@ -1,0 +1,1 @@
+"""Latency: one key decomposition, per-target tables, a calibrated predictor (``python -m nas.latency``)."""

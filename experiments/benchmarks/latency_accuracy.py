@@ -1,0 +1,47 @@
+"""Benchmark: host-cpu latency prediction vs end-to-end measurement.
+
+Runs ``python -m nas.latency validate`` on N random architectures of each search space and on
+every zoo network (the zoo includes the calibration networks: in-sample), then prints the
+figures. Run it on a quiet machine; the table and calibration are built on demand first.
+
+    python experiments/benchmarks/latency_accuracy.py [--samples 50] [--seed 1] [--out results/latency]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from nas.cli import run
+from nas.latency.__main__ import main as latency_main
+from nas.latency.calibrate import accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--samples", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, default=Path("results/latency"))
+    args = parser.parse_args()
+    rows = []
+    for space in ("mnasnet", "mobilenetv3", "zoo"):
+        argv = ["validate", "--target", "host-cpu", "--space", space, "--samples", str(args.samples), "--seed",
+                str(args.seed), "--resolution", str(args.resolution), "--threads", str(args.threads),
+                "--out", str(args.out)]
+        if run(latency_main, argv) != 0:
+            raise SystemExit(2)
+        frame = pd.read_csv(args.out / f"validate_host-cpu_{space}_{args.resolution}.csv")
+        rows.append({"set": space, **accuracy(frame["predicted_ms"], frame["measured_ms"]),
+                     "naive_within": accuracy(frame["key_sum_ms"], frame["measured_ms"])["within"]})
+    summary = pd.DataFrame(rows).set_index("set")
+    summary.to_csv(args.out / "latency_accuracy.csv")
+    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+    print("target: within ±10 % >= 0.95 and Spearman >= 0.95 on the random sets")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""``python -m nas.latency``: build | predict | measure | validate latency tables.
+
+Examples::
+
+    python -m nas.latency predict --target host-cpu mobilenet_v3_large --json
+    python -m nas.latency build --target host-cpu --space mnasnet --samples 500
+    python -m nas.latency measure mnasnet_a1
+    python -m nas.latency validate --target host-cpu --space mnasnet --samples 50 --out results/latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from nas import zoo
+from nas.arch import ArchSpec
+from nas.cli import run
+from nas.errors import NasError
+from nas.latency.calibrate import accuracy
+from nas.latency.keys import decompose
+from nas.latency.measure import MEASURABLE_TARGETS, Protocol, build_table, measure_networks
+from nas.latency.predict import TARGETS, default_table_dir, get_latency_model
+
+SPACES = ("mnasnet", "mobilenetv3")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad options end as one ``error: ...`` line (via nas.cli.run), like every other user error."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise NasError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m nas.latency", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="\n".join(__doc__.split("\n\n")[1:]))
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(p: argparse.ArgumentParser, targets: Sequence[str]) -> None:
+        p.add_argument("--target", choices=targets, default="host-cpu", help="latency target (default host-cpu)")
+        p.add_argument("--threads", type=_positive, default=1, help="CPU threads for host-cpu (default 1)")
+        p.add_argument("--table-dir", type=Path, help="table folder (default latency_tables/<target>)")
+        p.add_argument("--force", action="store_true", help="use a table made on another machine/torch version")
+
+    build = sub.add_parser("build", help="measure the per-key table of this machine (incremental, resumable)")
+    common(build, MEASURABLE_TARGETS)
+    build.add_argument("--space", choices=SPACES, help="cover a search space: the keys of --samples random archs")
+    build.add_argument("--archs", type=Path, help="file with one NAME_OR_SPEC per line")
+    build.add_argument("--samples", type=_positive, default=500, help="archs sampled from --space (default 500)")
+    build.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    build.add_argument("--resolution", type=_positive, default=224, help="input size (default 224)")
+    build.add_argument("--recalibrate", action="store_true", help="refit the whole-network calibration")
+
+    predict = sub.add_parser("predict", help="predict one network's latency (builds missing host-cpu keys)")
+    common(predict, TARGETS)
+    predict.add_argument("arch", metavar="NAME_OR_SPEC", help="zoo name, spec string, JSON or spec file")
+    predict.add_argument("--width", type=float, help="width multiplier (zoo names only)")
+    predict.add_argument("--resolution", type=_positive, default=224, help="input size (default 224)")
+    predict.add_argument("--json", action="store_true", help="print JSON (latency_ms, per_key, ...)")
+    predict.add_argument("--no-measure", action="store_true", help="fail instead of measuring missing keys")
+
+    measure = sub.add_parser("measure", help="measure one network end to end (same protocol as the table)")
+    measure.add_argument("arch", metavar="NAME_OR_SPEC", help="zoo name, spec string, JSON or spec file")
+    measure.add_argument("--target", choices=MEASURABLE_TARGETS, default="host-cpu", help="default host-cpu")
+    measure.add_argument("--threads", type=_positive, default=1, help="CPU threads (default 1)")
+    measure.add_argument("--width", type=float, help="width multiplier (zoo names only)")
+    measure.add_argument("--resolution", type=_positive, default=224, help="input size (default 224)")
+    measure.add_argument("--json", action="store_true", help="print JSON")
+
+    validate = sub.add_parser("validate", help="predicted vs measured latency of random archs (CSV + PNG)")
+    common(validate, TARGETS)
+    validate.add_argument("--space", choices=(*SPACES, "zoo"), default="mnasnet",
+                          help="sample from this space, or take every zoo network (default mnasnet)")
+    validate.add_argument("--samples", type=_positive, default=50, help="architectures (default 50)")
+    validate.add_argument("--seed", type=int, default=1, help="sampling seed (default 1)")
+    validate.add_argument("--resolution", type=_positive, default=224, help="input size (default 224)")
+    validate.add_argument("--out", type=Path, default=Path("results/latency"), help="output folder")
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _space(name: str):
+    from search_spaces import get_space
+
+    return get_space(name)
+
+
+def _sample(space_name: str, n: int, seed: int) -> list[ArchSpec]:
+    space, rng = _space(space_name), np.random.default_rng(seed)
+    return [space.sample(rng) for _ in range(n)]
+
+
+def _read_archs(path: Path) -> list[ArchSpec]:
+    if not path.is_file():
+        raise NasError(f"--archs: no such file {path}")
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    specs = []
+    for number, line in enumerate(lines, 1):
+        if line and not line.startswith("#"):
+            try:
+                specs.append(zoo.resolve(line))
+            except NasError as err:
+                raise NasError(f"{path}:{number}: {err}") from None
+    if not specs:
+        raise NasError(f"--archs: {path} lists no architecture")
+    return specs
+
+
+def _build(args: argparse.Namespace) -> None:
+    table_dir = args.table_dir or default_table_dir(args.target, args.threads)
+    specs = []
+    if args.space:
+        specs += _sample(args.space, args.samples, args.seed)
+    if args.archs:
+        specs += _read_archs(args.archs)
+    keys = list(dict.fromkeys(str(k) for spec in specs for k in decompose(spec, args.resolution)))
+    build_table(keys, table_dir, target=args.target, protocol=Protocol(threads=args.threads), force=args.force)
+    model = get_latency_model(args.target, table_dir=table_dir, force=args.force, threads=args.threads)
+    if args.recalibrate:
+        model.calibrate()
+    cal = model.calibration
+    print(f"{table_dir}: {len(model.table)} keys ({len(keys)} requested); "
+          f"calibration ms = {cal.scale:.4f} * sum + {cal.offset:.3f}")
+
+
+def _predict(args: argparse.Namespace) -> None:
+    spec = zoo.resolve(args.arch, args.width)
+    model = get_latency_model(args.target, table_dir=args.table_dir, measure_missing=not args.no_measure,
+                              force=args.force, threads=args.threads)
+    prediction = model.predict(spec, args.resolution)
+    if args.json:
+        print(json.dumps({"target": args.target, "resolution": args.resolution, "latency_ms": prediction.ms,
+                          "per_key": prediction.per_key, "estimated_keys": list(prediction.estimated_keys),
+                          "source": prediction.source, "arch": spec.to_string()}, indent=2))
+        return
+    for key, ms in prediction.per_key.items():
+        print(f"{ms:9.3f} ms  {key}{'  (estimated)' if key in prediction.estimated_keys else ''}")
+    print(f"{prediction.ms:9.3f} ms  total ({args.target}, {args.resolution}px; {prediction.source})")
+
+
+def _measure(args: argparse.Namespace) -> None:
+    spec = zoo.resolve(args.arch, args.width)
+    protocol = Protocol(threads=args.threads)
+    timing = measure_networks([spec], args.resolution, target=args.target, protocol=protocol)[0]
+    wall = measure_networks([spec], args.resolution, target=args.target,
+                            protocol=Protocol(threads=args.threads, clock="wall"), progress=False)[0]
+    result = {"target": args.target, "resolution": args.resolution, "latency_ms": timing.ms,
+              "spread_ms": timing.spread_ms, "samples": timing.n, "clock": protocol.clock_for(args.target),
+              "wall_clock_ms": wall.ms}
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"{timing.ms:.3f} ms (IQR {timing.spread_ms:.3f} ms, {timing.n} samples, {result['clock']} clock; "
+              f"wall clock {wall.ms:.3f} ms)")
+
+
+def _validate(args: argparse.Namespace) -> pd.DataFrame:
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.target == "pixel-cpu":
+        from nas.latency import pixel
+
+        if not hasattr(pixel, "validate_published"):
+            raise NasError("pixel-cpu validation (nas.latency.pixel.validate_published) is not available")
+        rows = pixel.validate_published(args.out)
+        print(pixel.format_validation(rows))  # pixel-cpu wiring (pixel engineer)
+        print(f"wrote {args.out}/validation.csv, validation_summary.csv, validation.png")
+        return rows
+    if args.space == "zoo":
+        names = list(zoo.names())
+        specs = [zoo.get(name) for name in names]
+    else:
+        specs = _sample(args.space, args.samples, args.seed)
+        names = [f"{args.space}-{args.seed}-{i}" for i in range(len(specs))]
+    model = get_latency_model(args.target, table_dir=args.table_dir, force=args.force, threads=args.threads)
+    predicted = model.predict_many(specs, args.resolution)
+    key_sums = model.key_sums(specs, args.resolution)
+    timings = measure_networks(specs, args.resolution, target=args.target, protocol=Protocol(threads=args.threads))
+    frame = pd.DataFrame({"name": names, "predicted_ms": predicted, "key_sum_ms": key_sums,
+                          "measured_ms": [t.ms for t in timings],
+                          "spread_ms": [t.spread_ms for t in timings], "arch": [s.to_string() for s in specs]})
+    frame["rel_error"] = (frame["predicted_ms"] - frame["measured_ms"]) / frame["measured_ms"]
+    stem = args.out / f"validate_{args.target}_{args.space}_{args.resolution}"
+    frame.to_csv(stem.with_suffix(".csv"), index=False)
+    report = accuracy(frame["predicted_ms"], frame["measured_ms"])
+    _plot(frame, report, stem.with_suffix(".png"), f"{args.target}, {args.space}, {args.resolution}px")
+    print(f"{args.target} {args.space} ({len(frame)} archs, {args.resolution}px): "
+          f"mean |err| {report['mean_abs_rel_error']:.1%}, median {report['median_abs_rel_error']:.1%}, "
+          f"max {report['max_abs_rel_error']:.1%}, within ±10 %: {report['within']:.0%}, "
+          f"Spearman {report['spearman']:.3f}")
+    naive = accuracy(frame["key_sum_ms"], frame["measured_ms"])
+    print(f"  (uncalibrated sum of keys: mean |err| {naive['mean_abs_rel_error']:.1%}, "
+          f"within ±10 %: {naive['within']:.0%})")
+    print(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.png')}")
+    return frame
+
+
+def _plot(frame: pd.DataFrame, report: dict, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.scatter(frame["measured_ms"], frame["predicted_ms"], s=14)
+    low = 0.9 * min(frame["measured_ms"].min(), frame["predicted_ms"].min())
+    high = 1.1 * max(frame["measured_ms"].max(), frame["predicted_ms"].max())
+    line = np.array([low, high])
+    ax.plot(line, line, "k-", lw=1, label="predicted = measured")
+    ax.fill_between(line, 0.9 * line, 1.1 * line, color="grey", alpha=0.2, label="±10 %")
+    ax.set(xlabel="measured latency (ms)", ylabel="predicted latency (ms)", xlim=(low, high), ylim=(low, high),
+           title=f"{title}\nwithin ±10 %: {report['within']:.0%}, Spearman {report['spearman']:.3f}")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    {"build": _build, "predict": _predict, "measure": _measure, "validate": _validate}[args.command](args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run(main))

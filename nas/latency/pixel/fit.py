@@ -1,0 +1,207 @@
+"""Fit the Pixel 1 cost model: shapes from phone block tables, scale from whole networks.
+
+Four steps, each using only what it may (:func:`fit`):
+
+1. **Anchor.** The ProxylessNAS ``mobile_trim.yaml`` blocks (Pixel 1; ReLU6, no SE) fix every
+   coefficient they exercise: relative-error non-negative least squares.
+2. **Calibration on the MobileNetV2 whole-network rows only.** A network is not the sum of
+   blocks timed one at a time (warm caches, another TFLite build): the compute and the
+   activation-traffic coefficients each get one multiplier, the weight-traffic and per-op
+   costs are refitted. :func:`calibrate` refuses any other rows, so MnasNet-A1 and
+   ProxylessNAS-Mobile stay held out.
+3. **h-swish**, relative: nn-Meter cannot separate it (every one of its blocks uses it, so
+   its cost folds into that table's scale), so its cost per element *relative to a residual
+   add* comes from the Note10 table, the one source timing ReLU and h-swish blocks with one
+   build. (Checked against the published MobileNetV3 / -minimalistic ratio in
+   ``experiments/benchmarks/pixel_validation.py``.)
+4. **SE**, relative: per-element and per-block SE costs that reproduce the nn-Meter Pixel 1
+   SE / no-SE ratios of otherwise identical blocks on the calibrated model.
+
+Sources disagree in scale by up to 1.8x (other TFLite builds), so only the anchor and the
+calibration rows set absolute numbers; :func:`source_agreement` reports each source's ratio
+to the final model, the single-path-nas table included (a cross-check, never fitted).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from nas import zoo
+from nas.errors import NasError
+from nas.latency.keys import LatencyKey, decompose
+from nas.latency.pixel import sources
+from nas.latency.pixel.model import FEATURES, GROUPS, PixelCostModel, feature_matrix
+
+ANCHOR = "proxylessnas"
+HSWISH_SOURCE = "note10"
+SE_SOURCE = "nn-meter"
+HSWISH = FEATURES.index("hswish_mem")
+ELTWISE = FEATURES.index("eltwise_mem")
+SE = FEATURES.index("se_mem")
+SE_OP = FEATURES.index("se_op")
+CALIBRATION_MODEL = "mobilenet_v2"
+
+
+def nnls(a: np.ndarray, b: np.ndarray, tol: float = 1e-12) -> np.ndarray:
+    """Non-negative least squares, min |a x - b| with x >= 0 (Lawson-Hanson active set)."""
+    n = a.shape[1]
+    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
+    for _ in range(3 * n + 10):
+        gradient = a.T @ (b - a @ x)
+        candidates = ~passive & (gradient > tol)
+        if not candidates.any():
+            break
+        passive[np.argmax(np.where(candidates, gradient, -np.inf))] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            shrinking = passive & (z <= 0)
+            step = np.min(x[shrinking] / (x[shrinking] - z[shrinking]))
+            x = x + step * (z - x)
+            passive &= x > tol
+            x[~passive] = 0.0
+    return x
+
+
+def _fit_alone(rows: Sequence[sources.Measurement]) -> np.ndarray:
+    """Relative-error NNLS of one source on the features it exercises (the others stay 0)."""
+    x, y = feature_matrix(m.key for m in rows), np.array([m.ms for m in rows])
+    seen = np.abs(x).sum(axis=0) > 0
+    theta = np.zeros(len(FEATURES))
+    theta[seen] = nnls(x[:, seen] / y[:, None], np.ones(len(y)))
+    return theta
+
+
+def _hswish_cost(theta: np.ndarray, rows: Sequence[sources.Measurement]) -> float:
+    """Anchor-scale h-swish cost per element: the Note10 ratio of h-swish to residual-add cost.
+
+    Coefficients do not transfer between devices and builds, but the ratio of two elementwise
+    kernels (HARD_SWISH and ADD, both bound by memory traffic) does far better than, say,
+    h-swish's share of a block, which also depends on how fast the device's convolutions are.
+    """
+    relative = _fit_alone(rows)
+    if relative[HSWISH] <= 0 or relative[ELTWISE] <= 0:
+        raise NasError(f"pixel-cpu fit: {HSWISH_SOURCE} rows do not show both an h-swish and an add cost")
+    return float(theta[ELTWISE] * relative[HSWISH] / relative[ELTWISE])
+
+
+def _se_cost(theta: np.ndarray, rows: Sequence[sources.Measurement]) -> np.ndarray:
+    """SE cost per element and per SE block that reproduce nn-Meter's SE / no-SE block ratios.
+
+    Only ratios are used, so the SE cost lands on the calibrated model's scale whatever
+    nn-Meter's build speed; the model prices the SE-free twin of each pair.
+    """
+    measured = {m.key: m.ms for m in rows}
+    pairs = [(key, replace(key, se=0, se_hard=False)) for key in measured if key.se]
+    pairs = [(with_se, plain) for with_se, plain in pairs if plain in measured]
+    if not pairs:
+        raise NasError(f"pixel-cpu fit: {SE_SOURCE} has no SE / no-SE block pairs")
+    x = feature_matrix(with_se for with_se, _ in pairs)
+    plain = feature_matrix(p for _, p in pairs) @ theta
+    ratio = np.array([measured[a] / measured[b] for a, b in pairs])
+    # the SE twin differs from the plain block by SE traffic, one SE block, and nothing else
+    x[:, SE_OP] = 1.0
+    return nnls(x[:, [SE, SE_OP]] / plain[:, None], ratio - 1)
+
+
+def _group(name: str) -> list[int]:
+    return [FEATURES.index(feature) for feature in GROUPS[name]]
+
+
+def network_keys(model: str, width: float, resolution: int) -> list[LatencyKey]:
+    return decompose(zoo.get(model, width=width), resolution)
+
+
+def calibrate(theta: np.ndarray, calibration: pd.DataFrame) -> tuple[np.ndarray, dict[str, float]]:
+    """Refit the block model's scale on whole networks (step 2); only MobileNetV2 rows are accepted."""
+    other = sorted(set(calibration["model"]) - {CALIBRATION_MODEL})
+    if other:
+        raise NasError(f"pixel-cpu calibration takes {CALIBRATION_MODEL} rows only; got {other} (held out)")
+    if calibration.empty:
+        raise NasError("pixel-cpu calibration: no rows")
+    x = np.vstack([feature_matrix(network_keys(r.model, r.width_mult, int(r.resolution))).sum(axis=0)
+                   for r in calibration.itertuples()])
+    y = calibration["pixel1_ms"].to_numpy(dtype=float)
+    # Compute and activation traffic keep their fitted shape and get one multiplier each;
+    # weight traffic and the per-op cost are refitted outright (isolated-block timings
+    # carry per-invoke overheads that a whole network does not pay).
+    scaled_groups = ("compute", "memory")
+    columns = [x[:, _group(name)] @ theta[_group(name)] for name in scaled_groups]
+    columns += [x[:, _group("weights")].sum(axis=1), x[:, _group("fixed")].sum(axis=1)]
+    solution = nnls(np.column_stack(columns) / y[:, None], np.ones(len(y)))
+    scaled = theta.copy()
+    for i, name in enumerate(scaled_groups):
+        scaled[_group(name)] *= solution[i]
+    scaled[_group("weights")] = solution[-2]
+    scaled[_group("fixed")] = solution[-1]
+    names = tuple(f"{name}_multiplier" for name in scaled_groups) + ("weight_ms_per_m", "op_ms")
+    return scaled, dict(zip(names, map(float, solution)))
+
+
+def fit(measurements: Sequence[sources.Measurement], calibration: pd.DataFrame) -> PixelCostModel:
+    """The whole fit (see the module docstring); ``calibration`` must hold MobileNetV2 rows only."""
+    by_source = {name: [m for m in measurements if m.source == name] for name in (ANCHOR, HSWISH_SOURCE, SE_SOURCE)}
+    empty = [name for name, rows in by_source.items() if not rows]
+    if empty:
+        raise NasError(f"pixel-cpu fit: no rows from source(s) {empty}")
+    anchor = _fit_alone(by_source[ANCHOR])
+    theta, multipliers = calibrate(anchor, calibration)
+    theta[HSWISH] = _hswish_cost(theta, by_source[HSWISH_SOURCE])
+    theta[[SE, SE_OP]] = _se_cost(theta, by_source[SE_SOURCE])
+    info = {
+        "target": "pixel-cpu",
+        "anchor": ANCHOR,
+        "calibration": {"rows": f"{CALIBRATION_MODEL} rows of {sources.PUBLISHED}", "n": int(len(calibration)),
+                        **multipliers},
+        "relative_effects": {"hswish": f"cost per element relative to a residual add, from {HSWISH_SOURCE}",
+                             "se": f"SE / no-SE block ratios in {SE_SOURCE} (Pixel 1)"},
+        "block_rows": {name: len(rows) for name, rows in by_source.items()},
+        "units": "ms per million multiply-adds (*_mac) or elements (*_mem); ms per TFLite op (op)",
+    }
+    return PixelCostModel({name: float(v) for name, v in zip(FEATURES, theta)}, info)
+
+
+def calibration_rows(table: pd.DataFrame) -> pd.DataFrame:
+    """The published rows the fit may see: MobileNetV2 only."""
+    return table[table["model"] == CALIBRATION_MODEL].reset_index(drop=True)
+
+
+def fit_from_sources(directory: Path = sources.SOURCES_DIR) -> PixelCostModel:
+    """Reproduce the shipped coefficients from the copied source files."""
+    measurements = (sources.proxyless_blocks(directory) + sources.note10_blocks(directory)
+                    + sources.nn_meter_blocks(directory))
+    return fit(measurements, calibration_rows(sources.published(directory)))
+
+
+def source_agreement(model: PixelCostModel, directory: Path = sources.SOURCES_DIR) -> pd.DataFrame:
+    """Per source: how its measurements compare with the model (ratio median and spread, Spearman)."""
+    rows = []
+    for name, measured in [("proxylessnas", sources.proxyless_blocks(directory)),
+                           ("nn-meter", sources.nn_meter_blocks(directory)),
+                           ("single-path-nas", sources.single_path_blocks(directory))]:
+        predicted = model.price_many(m.key for m in measured)
+        y = np.array([m.ms for m in measured])
+        ratio = y / predicted
+        rows.append({"source": name, "n": len(y), "median_ratio": float(np.median(ratio)),
+                     "ratio_p10": float(np.quantile(ratio, 0.1)), "ratio_p90": float(np.quantile(ratio, 0.9)),
+                     "spearman": spearman(predicted, y),
+                     "median_abs_error_after_scale_pct": float(np.median(np.abs(ratio / np.median(ratio) - 1)) * 100)})
+    return pd.DataFrame(rows)
+
+
+def spearman(a: Iterable[float], b: Iterable[float]) -> float:
+    ra, rb = pd.Series(list(a)).rank().to_numpy(), pd.Series(list(b)).rank().to_numpy()
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def timestamp() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

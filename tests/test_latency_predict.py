@@ -1,0 +1,162 @@
+"""Measurement harness (real, tiny), incremental builds, the predictor and the CLI's bad-input errors."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from nas import zoo
+from nas.arch import ArchSpec, HeadSpec, LayerSpec, StemSpec
+from nas.errors import NasError
+from nas.latency.__main__ import main
+from nas.latency.calibrate import Calibration
+from nas.latency.keys import decompose
+from nas.latency.measure import Protocol, Timing, build_table, key_module, measure_keys, measure_networks
+from nas.latency.predict import get_latency_model
+from nas.latency.table import LatencyTable
+from nas.model import build_model, fuse_bn
+
+FAST = Protocol(rounds=3, warmup=1, max_copies=2, chunk=4)
+
+
+def _tiny() -> ArchSpec:
+    return ArchSpec(StemSpec(8), (LayerSpec("ds", 3, 1, 8, 8, residual=True), LayerSpec("ir", 3, 2, 24, 16, 0.25),
+                                  LayerSpec("conv", 3, 1, 16, 16, act="hswish", residual=True)),
+                    HeadSpec(32, hidden=48, num_classes=10))
+
+
+def _fake(calls):
+    def measure(keys):
+        calls.append([str(k) for k in keys])
+        return [Timing(0.01 * len(str(k)), 0.001, 3) for k in keys]
+    return measure
+
+
+def test_key_modules_are_the_network_parts():
+    spec = zoo.get("mobilenet_v3_small")
+    net = fuse_bn(build_model(spec))
+    parts = [net.stem, *net.blocks, net.head]
+    for key, part in zip(decompose(spec), parts):
+        module = key_module(key)
+        assert sum(p.numel() for p in module.parameters()) == sum(p.numel() for p in part.parameters()), key
+    for key in decompose(_tiny(), 32)[:-1]:
+        assert key_module(key)(torch.randn(1, key.cin, key.hw, key.hw)).shape[-1] == key.out_hw
+
+
+def test_real_measurement_is_positive_and_ordered():
+    small, large = decompose(_tiny(), 16)[1], decompose(_tiny(), 64)[1]
+    timings = measure_keys([small, large], protocol=replace(FAST, rounds=5))
+    assert all(t.ms > 0 and t.n == 5 and t.spread_ms >= 0 for t in timings)
+    assert timings[1].ms > timings[0].ms  # 16x the pixels
+    (net,) = measure_networks([_tiny()], 32, protocol=FAST, progress=False)
+    assert net.ms > 0 and net.n >= 3
+
+
+def test_interrupted_build_keeps_what_it_measured_and_resumes(tmp_path):
+    keys = [str(k) for k in decompose(zoo.get("mobilenet_v3_small"))]
+    distinct = list(dict.fromkeys(keys))
+    calls = []
+
+    def dies_on_third_chunk(chunk):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return _fake(calls)(chunk)
+
+    with pytest.raises(KeyboardInterrupt):
+        build_table(keys, tmp_path, protocol=FAST, measure=dies_on_third_chunk, progress=False)
+    saved = LatencyTable.load(tmp_path)
+    assert sorted(saved.as_dict()) == sorted(distinct[:8])
+    calls.clear()
+    table = build_table(keys, tmp_path, protocol=FAST, measure=_fake(calls), progress=False)
+    assert [k for chunk in calls for k in chunk] == distinct[8:]
+    assert len(table) == len(distinct) and len(LatencyTable.load(tmp_path)) == len(distinct)
+    calls.clear()
+    build_table(keys, tmp_path, protocol=FAST, measure=_fake(calls), progress=False)
+    assert calls == []
+
+
+def _model(tmp_path, specs, resolution=224):
+    keys = [k for spec in specs for k in decompose(spec, resolution)]
+    build_table(keys, tmp_path, measure=_fake([]), progress=False)
+    Calibration(1.1, 0.5).save(tmp_path)
+    return get_latency_model("host-cpu", table_dir=tmp_path, measure_missing=False)
+
+
+def test_predict_many_matches_predict_and_the_table_sum(tmp_path):
+    rng = np.random.default_rng(0)
+    names = zoo.names()
+    specs = [zoo.get(names[i]) for i in rng.integers(0, len(names), 30)]
+    model = _model(tmp_path, specs)
+    many = model.predict_many(specs)
+    single = [model.predict(spec) for spec in specs]
+    assert many == pytest.approx([p.ms for p in single])
+    table = model.table
+    expected = sum(table.ms(k) for k in decompose(specs[0]))
+    assert single[0].ms == pytest.approx(1.1 * expected + 0.5)
+    assert sum(single[0].per_key.values()) == pytest.approx(expected)
+    assert single[0].estimated_keys == () and "host-cpu" in single[0].source
+    with pytest.raises(NasError, match="has no key 'stem_r96"):
+        model.predict(specs[0], resolution=96)
+
+
+def test_predictor_measures_missing_keys_on_demand_and_calibrates(tmp_path):
+    with pytest.raises(NasError, match="no latency table"):
+        get_latency_model("host-cpu", table_dir=tmp_path, measure_missing=False)
+    model_dir = tmp_path / "built"
+    build_table([str(k) for k in decompose(_tiny(), 32)], model_dir, measure=_fake([]), progress=False)
+    Calibration().save(model_dir)
+    model = get_latency_model("host-cpu", table_dir=model_dir)
+    before = len(model.table)
+    spec = replace(_tiny(), head=HeadSpec(40, num_classes=10))
+    prediction = model.predict(spec, 32)  # a new head key: measured for real, then saved
+    assert len(LatencyTable.load(model_dir)) == before + 1 and prediction.ms > 0
+    calibration = model.calibrate(["mobilenet_v3_small_050"], 32, progress=False)
+    assert calibration.scale > 0 and Calibration.load(model_dir) == calibration
+
+
+def test_metadata_mismatch_refused_by_the_model_unless_forced(tmp_path):
+    _model(tmp_path, [_tiny()])
+    meta = tmp_path / "meta.json"
+    data = json.loads(meta.read_text())
+    meta.write_text(json.dumps({**data, "torch_version": "0.1"}))
+    with pytest.raises(NasError, match="torch_version '0.1'"):
+        get_latency_model("host-cpu", table_dir=tmp_path, measure_missing=False)
+    assert get_latency_model("host-cpu", table_dir=tmp_path, measure_missing=False, force=True).predict(_tiny()).ms > 0
+
+
+def test_pixel_cpu_prices_missing_keys_with_the_cost_model():
+    model = get_latency_model("pixel-cpu")
+    assert model.target == "pixel-cpu"
+    odd = ArchSpec(StemSpec(24), (LayerSpec("ir", 7, 2, 200, 56, 0.5, "v3", "hswish"),), HeadSpec(1000))
+    prediction = model.predict(odd, 200)
+    assert prediction.ms > 0 and set(prediction.estimated_keys) == set(prediction.per_key)
+    assert model.predict_many([odd, odd], 200) == pytest.approx([prediction.ms] * 2)
+
+
+def test_unknown_target_is_an_error():
+    with pytest.raises(NasError, match="unknown latency target 'tpu'"):
+        get_latency_model("tpu")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "--target", "tpu", "mobilenet_v3_large"], "invalid choice: 'tpu'"),
+    (["predict", "no_such_net", "--no-measure"], "no_such_net"),
+    (["build", "--threads", "0"], "positive integer"),
+    (["build", "--archs", "/no/such/file"], "no such file"),
+])
+def test_cli_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    from nas.cli import run
+
+    assert run(main, argv + ["--table-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_cli_predict_json(tmp_path, capsys):
+    _model(tmp_path, [zoo.get("mobilenet_v3_small")], 224)
+    assert main(["predict", "mobilenet_v3_small", "--json", "--no-measure", "--table-dir", str(tmp_path)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["latency_ms"] == pytest.approx(1.1 * sum(data["per_key"].values()) + 0.5)
+    assert data["estimated_keys"] == [] and data["target"] == "host-cpu"
