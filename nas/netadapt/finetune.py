@@ -1,0 +1,182 @@
+"""Short-term fine-tuning of proposals, in this process or in parallel on a local Ray.
+
+A :class:`Job` names files, not tensors: the worker reads the parent checkpoint, builds the
+child with inherited weights, fine-tunes it, evaluates it on the held-out split and writes
+the result file itself (atomically). Workers thus exchange only paths, and a run killed
+mid-iteration keeps every proposal that had finished.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from nas.arch import ArchSpec
+from nas.errors import NasError
+from nas.model import build_model
+from nas.netadapt.inherit import inherit
+from nas.train.data import ClassificationData, load_classification
+from nas.train.loop import DivergedError, evaluate, train_steps
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which data to fine-tune and evaluate on (see :func:`nas.train.data.load_classification`)."""
+
+    source: str = "synthetic"
+    resolution: int = 32
+    val_fraction: float = 0.1
+    seed: int = 0
+    synthetic_train: int = 2000
+    synthetic_val: int = 500
+    batch_size: int = 32
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The fine-tuning recipe shared by every proposal."""
+
+    data: DataConfig
+    lr: float = 0.01
+    weight_decay: float = 4e-5
+    momentum: float = 0.9
+    label_smoothing: float = 0.0
+    bn_batches: int = 20  # BN statistics re-estimated over this many batches after fine-tuning
+    device: str = "cpu"
+
+
+@dataclass(frozen=True)
+class Job:
+    """Fine-tune ``spec`` for ``steps`` starting from the weights it inherits from ``parent``."""
+
+    name: str
+    spec: ArchSpec
+    parent: Path  # a checkpoint written by :func:`save_checkpoint`
+    result: Path
+    steps: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """``accuracy`` is held-out top-1; ``error`` says why a proposal has none (it diverged)."""
+
+    name: str
+    accuracy: float
+    loss: float
+    path: Path
+    error: str | None = None
+
+
+def save_checkpoint(path: Path, spec: ArchSpec, state: dict[str, torch.Tensor], **extra: Any) -> None:
+    """Write ``{"spec": json, "state_dict": ..., **extra}`` atomically (a kill leaves the old file or none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"spec": spec.to_json(), "state_dict": {k: v.detach().cpu() for k, v in state.items()}, **extra}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint written by :func:`save_checkpoint`, with ``spec`` decoded."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise NasError(f"{path}: unreadable checkpoint ({err})") from None
+    if not isinstance(data, dict) or "spec" not in data or "state_dict" not in data:
+        raise NasError(f"{path}: not a NetAdapt checkpoint (needs 'spec' and 'state_dict')")
+    return {**data, "spec": ArchSpec.from_json(data["spec"])}
+
+
+@functools.lru_cache(maxsize=2)
+def open_data(config: DataConfig) -> ClassificationData:
+    """The dataset, opened once per process (each Ray worker keeps its own)."""
+    return load_classification(config.source, resolution=config.resolution, val_fraction=config.val_fraction,
+                               seed=config.seed, synthetic_train=config.synthetic_train,
+                               synthetic_val=config.synthetic_val)
+
+
+def accuracy(model: torch.nn.Module, config: TrainConfig) -> tuple[float, float]:
+    """Held-out (validation split) top-1 and loss."""
+    loader = open_data(config.data).loader("val", batch_size=config.data.batch_size)
+    result = evaluate(model, loader, device=config.device)
+    return result.top1, result.loss
+
+
+def train(model: torch.nn.Module, config: TrainConfig, *, steps: int, seed: int) -> None:
+    """Fine-tune ``model`` in place; the batch order is fixed by ``seed``."""
+    torch.manual_seed(seed)
+    loader = open_data(config.data).loader("train", batch_size=config.data.batch_size, seed=seed)
+    train_steps(model, loader, steps=steps, lr=config.lr, weight_decay=config.weight_decay,
+                momentum=config.momentum, label_smoothing=config.label_smoothing, device=config.device,
+                bn_batches=config.bn_batches)
+
+
+def run_job(job: Job, config: TrainConfig) -> JobResult:
+    """Inherit, fine-tune, evaluate and save one proposal."""
+    torch.set_num_threads(1)
+    parent = load_checkpoint(job.parent)
+    model = build_model(parent["spec"])
+    model.load_state_dict(parent["state_dict"])
+    child = inherit(model, job.spec)
+    try:
+        if job.steps > 0:
+            train(child, config, steps=job.steps, seed=job.seed)
+    except DivergedError as err:
+        return JobResult(job.name, float("nan"), float("nan"), job.result, error=str(err))
+    top1, loss = accuracy(child, config)
+    save_checkpoint(job.result, job.spec, child.state_dict(), accuracy=top1, loss=loss)
+    return JobResult(job.name, top1, loss, job.result)
+
+
+def run_jobs(jobs: list[Job], config: TrainConfig, *, workers: int = 1, progress: bool = True) -> list[JobResult]:
+    """Run every job, in order of ``jobs``; a failed worker raises :class:`NasError` naming the job."""
+    if workers < 1:
+        raise NasError(f"workers must be at least 1, got {workers}")
+    bar = tqdm(total=len(jobs), desc="fine-tune proposals", unit="proposal", disable=not progress, leave=False)
+    with bar:
+        if workers == 1 or len(jobs) <= 1:
+            results = []
+            for job in jobs:
+                results.append(run_job(job, config))
+                bar.update()
+            return results
+        return _run_on_ray(jobs, config, workers=workers, bar=bar)
+
+
+def _run_on_ray(jobs: list[Job], config: TrainConfig, *, workers: int, bar: tqdm) -> list[JobResult]:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                 configure_logging=False)
+    gpus = 1 / workers if config.device.startswith("cuda") else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(run_job)
+    pending = {task.remote(job, config): i for i, job in enumerate(jobs)}
+    results: list[JobResult | None] = [None] * len(jobs)
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            index = pending.pop(done[0])
+            try:
+                results[index] = ray.get(done[0])
+            except ray.exceptions.RayError as err:
+                raise NasError(f"proposal {jobs[index].name}: fine-tuning worker failed: "
+                               f"{_cause(err)}") from None
+            bar.update()
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+    return [result for result in results if result is not None]
+
+
+def _cause(err: Exception) -> str:
+    cause = getattr(err, "cause", None)
+    text = str(cause if cause is not None else err).strip().splitlines()
+    return text[-1] if text else type(err).__name__
