@@ -13,6 +13,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -76,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         reduced_tail=args.reduced_tail, eval_scale=args.eval_scale, synthetic_train=args.synthetic_train,
         synthetic_val=args.synthetic_val)
     result = fit(config, resume=args.resume, progress=not args.quiet, device=args.device)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     shown = "  ".join(f"{k} {v:.4f}" for k, v in result.final.items())
     print(f"done: {len(result.history)} epochs; final {shown}; outputs in {args.out}", file=sys.stderr)
     print(result.history.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

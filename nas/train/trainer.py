@@ -86,6 +86,15 @@ def _is_main(rank: int) -> bool:
     return rank == 0
 
 
+def _average_buffers(module: nn.Module, world: int) -> None:
+    """Average BatchNorm statistics over the processes: DDP syncs gradients, not buffers, so without
+    this each process would evaluate (and checkpoint) its own running statistics."""
+    for buffer in module.buffers():
+        if buffer.is_floating_point():
+            dist.all_reduce(buffer)
+            buffer.div_(world)
+
+
 class _Task:
     """What differs between classification and segmentation: data, model, loss, evaluation."""
 
@@ -299,6 +308,10 @@ def _fit(config: TrainConfig, *, resume: bool, progress: bool, device: str, worl
             rate = images / (time.perf_counter() - begin)
             bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}")
         seconds = time.perf_counter() - begin
+        if world > 1:
+            _average_buffers(model, world)
+            if ema is not None:
+                _average_buffers(ema.module, world)
         row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr,
                                "train_loss": sum(losses) / len(losses), "train_images_per_s": images / seconds,
                                "seconds": seconds}
