@@ -1,0 +1,149 @@
+"""``python -m nas.search``: platform-aware architecture search (MnasNet), resumable, parallel on Ray."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from nas.cli import run
+from nas.errors import NasError
+from nas.search.controllers import CONTROLLERS, PPOSettings
+from nas.search.evaluate import ProxySettings
+from nas.search.objectives import MODES, PRESETS, Objective
+from nas.search.runner import SearchConfig, default_out_dir, run_search
+
+TARGETS = ("pixel-cpu", "host-cpu", "cuda")
+SPACES = ("mnasnet", "mobilenetv3")
+DEFAULT_T_NETWORK = "mnasnet_a1"
+
+EPILOG = """\
+examples:
+  python -m nas.search --target pixel-cpu                        # small default search, a few minutes
+  python -m nas.search --target pixel-cpu --controller nsga2 --trials 40 --out runs/front
+  python -m nas.search --target host-cpu --data cifar10_jpg/train --steps 200 --out runs/cifar
+
+Rerunning a command with the same --out resumes it: finished trials are kept, open ones are
+evaluated again, the controller continues from its saved state. --trials may grow on a resume;
+other settings may not change. Outputs in --out: trials.csv/.parquet, best.json, pareto.csv,
+pareto.png, references.csv, study.db (Optuna), controller.pkl, config.json.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m nas.search", description=__doc__, epilog=EPILOG,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("what to search")
+    g.add_argument("--target", default="pixel-cpu", help=f"latency target: {' | '.join(TARGETS)} (default pixel-cpu)")
+    g.add_argument("--space", default="mnasnet", help=f"search space: {' | '.join(SPACES)} (default mnasnet)")
+    g.add_argument("--latency-target", type=float, metavar="MS",
+                   help=f"T in the reward, in ms (default: {DEFAULT_T_NETWORK}'s predicted latency on the target)")
+    g.add_argument("--objective", help=f"{' | '.join(MODES)}: MnasNet's scalar reward, or accuracy and latency "
+                                       "as two objectives (default: pareto for nsga2, reward otherwise)")
+    g.add_argument("--reward", default="soft", help=f"reward preset: {' | '.join(PRESETS)} "
+                                                    "(soft -0.07/-0.07, small w=-0.15, hard 0/-1; default soft)")
+    g.add_argument("--alpha", type=float, help="exponent when latency <= T (overrides the preset)")
+    g.add_argument("--beta", type=float, help="exponent when latency > T (overrides the preset)")
+    g.add_argument("--latency-resolution", type=int, default=224, metavar="PX",
+                   help="deployment resolution that latency, params and MAdds are counted at (default 224)")
+
+    g = p.add_argument_group("how to search")
+    g.add_argument("--controller", default="rl", help=f"{' | '.join(CONTROLLERS)} (default rl: RNN + PPO)")
+    g.add_argument("--trials", type=int, default=12, help="architectures to evaluate in total (default 12)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the controller and the proxy training")
+    g.add_argument("--population", type=int, default=4,
+                   help="TPE random start-up trials / NSGA-II generation size (default 4)")
+    g.add_argument("--ppo-batch", type=int, default=4, help="rl: results per PPO update (default 4)")
+    g.add_argument("--ppo-lr", type=float, default=0.01, help="rl: controller learning rate (default 0.01)")
+
+    g = p.add_argument_group("proxy training")
+    g.add_argument("--data", default="synthetic", help="synthetic (built in) | an ImageFolder or CIFAR-10 "
+                                                       "python-batches directory")
+    g.add_argument("--epochs", type=float, default=1.0, help="epochs of proxy training per candidate (default 1)")
+    g.add_argument("--steps", type=int, help="SGD steps per candidate (replaces --epochs)")
+    g.add_argument("--resolution", type=int, default=32, help="proxy training resolution (default 32)")
+    g.add_argument("--batch-size", type=int, default=64, help="proxy training batch size (default 64)")
+    g.add_argument("--bn-batches", type=int, default=20,
+                   help="training batches that re-estimate BatchNorm statistics after training (default 20)")
+    g.add_argument("--lr", type=float, default=0.05, help="proxy training learning rate (default 0.05)")
+    g.add_argument("--val-fraction", type=float, default=0.1,
+                   help="share of the training split held out to score candidates (default 0.1)")
+
+    g = p.add_argument_group("execution and outputs")
+    g.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="parallel trials on Ray (default: one per core); 0 = in this process without Ray")
+    g.add_argument("--ray-address", help="an existing Ray cluster (nas must be installed on its nodes)")
+    g.add_argument("--out", type=Path, help="run directory (default runs/<timestamp>)")
+    g.add_argument("--storage", help="Optuna storage URL (any SQLAlchemy URL; default sqlite in --out); "
+                                      "runs sharing one database need distinct --out directory names")
+    g.add_argument("--top-k", type=int, default=5, help="architectures in best.json (default 5)")
+    return p
+
+
+def _choose(value: str, options: Sequence[str], what: str) -> str:
+    if value not in options:
+        raise NasError(f"unknown {what} {value!r}; known: {', '.join(options)}")
+    return value
+
+
+def _objective(args: argparse.Namespace, latency_model) -> Objective:
+    mode = args.objective or ("pareto" if args.controller == "nsga2" else "reward")
+    _choose(mode, MODES, "objective")
+    if mode == "pareto" and args.controller == "rl":
+        raise NasError("the rl controller needs a scalar reward: use --objective reward, or --controller nsga2/tpe "
+                       "for a Pareto front")
+    target_ms = args.latency_target
+    if target_ms is None:
+        from nas import zoo
+
+        target_ms = round(latency_model.predict(zoo.get(DEFAULT_T_NETWORK), args.latency_resolution).ms, 2)
+        print(f"latency target T = {target_ms} ms ({DEFAULT_T_NETWORK} on {args.target})", file=sys.stderr)
+    base = Objective.preset(_choose(args.reward, tuple(PRESETS), "reward preset"), target_ms=target_ms, mode=mode)
+    return Objective(target_ms=target_ms, alpha=base.alpha if args.alpha is None else args.alpha,
+                     beta=base.beta if args.beta is None else args.beta, mode=mode)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    _choose(args.target, TARGETS, "target")
+    _choose(args.space, SPACES, "search space")
+    _choose(args.controller, CONTROLLERS, "controller")
+    if args.latency_target is not None and not args.latency_target > 0:
+        raise NasError(f"--latency-target must be a positive number of ms, got {args.latency_target}")
+    proxy = ProxySettings(data=args.data, resolution=args.resolution, epochs=args.epochs, steps=args.steps,
+                          batch_size=args.batch_size, bn_batches=args.bn_batches, lr=args.lr,
+                          val_fraction=args.val_fraction, seed=args.seed, deploy_resolution=args.latency_resolution)
+    from nas.latency.predict import get_latency_model
+
+    latency_model = get_latency_model(args.target)
+    out = args.out or default_out_dir()
+    config = SearchConfig(out=out, objective=_objective(args, latency_model), target=args.target, space=args.space,
+                          controller=args.controller, trials=args.trials, workers=args.workers, proxy=proxy,
+                          seed=args.seed, population=args.population,
+                          ppo=PPOSettings(lr=args.ppo_lr, batch=args.ppo_batch), storage=args.storage,
+                          ray_address=args.ray_address, top_k=args.top_k)
+    resume = shlex.join(["python", "-m", "nas.search", *(argv if argv is not None else sys.argv[1:])]
+                        + ([] if args.out else ["--out", str(out)]))
+    print(f"run directory {out}  (resume with: {resume})", file=sys.stderr)
+    try:
+        summary = run_search(config, latency_model=latency_model)
+    except KeyboardInterrupt:
+        print(f"stopped; finished trials are saved in {out}. Resume with: {resume}", file=sys.stderr)
+        raise
+    table = summary.trials
+    failed = int((table["status"] != "ok").sum())
+    print(f"{summary.finished}/{summary.requested} trials finished ({failed} failed) in {out}")
+    if summary.best is not None:
+        top = table[table["status"] == "ok"].sort_values("reward", ascending=False).head(config.top_k)
+        print(top[["trial_id", "reward", "accuracy", "latency_ms", "params", "madds"]].to_string(index=False))
+    if not summary.complete:
+        print(f"stopped early; resume with: {resume}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

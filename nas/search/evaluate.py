@@ -1,0 +1,150 @@
+"""Proxy training of one candidate: MnasNet's cheap stand-in for its real accuracy.
+
+Each candidate is trained from scratch for a few epochs (or a fixed number of steps) on the
+training split *minus* a fixed held-out validation split, and scored by top-1 on that split, so
+the search never looks at the test set. Training runs at the proxy resolution (32 px by default,
+fast on a CPU); params and MAdds are counted for the network as deployed (its own classes, the
+deployment resolution), which is also where the runner prices latency.
+
+A run whose loss turns NaN/inf is a failed trial with its reason, never an exception: the search
+goes on. Everything here is plain functions of an :class:`~nas.arch.ArchSpec` so a Ray worker,
+the serial runner and a notebook evaluate the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping
+
+import torch
+
+from nas.arch import ArchSpec
+from nas.errors import NasError
+from nas.model import build_model
+from nas.profile import profile
+from nas.train.data import ClassificationData, load_classification
+from nas.train.loop import DivergedError, evaluate, train_steps
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """How a candidate is trained. ``steps``, when set, replaces ``epochs`` (a count of SGD steps).
+
+    ``bn_batches`` training batches re-estimate the BatchNorm statistics after training: a short
+    run leaves the running averages far behind the weights and would score every candidate badly.
+    """
+
+    data: str = "synthetic"
+    resolution: int = 32
+    epochs: float = 1.0
+    steps: int | None = None
+    batch_size: int = 64
+    bn_batches: int = 20
+    lr: float = 0.05
+    weight_decay: float = 4e-5
+    label_smoothing: float = 0.0
+    val_fraction: float = 0.1
+    synthetic_train: int = 2000
+    synthetic_val: int = 500
+    seed: int = 0
+    deploy_resolution: int = 224
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if not (self.epochs > 0 and math.isfinite(self.epochs)):
+            raise NasError(f"epochs must be positive, got {self.epochs}")
+        if self.steps is not None and self.steps < 1:
+            raise NasError(f"steps must be positive, got {self.steps}")
+        if self.bn_batches < 0:
+            raise NasError(f"bn_batches must be 0 or more, got {self.bn_batches}")
+        if self.batch_size < 1:
+            raise NasError(f"batch size must be positive, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise NasError(f"learning rate must be positive, got {self.lr}")
+        if self.resolution < 8 or self.deploy_resolution < 8:
+            raise NasError("resolutions must be at least 8 pixels")
+
+    def step_count(self, train_images: int) -> int:
+        if self.steps is not None:
+            return self.steps
+        return max(1, math.ceil(self.epochs * train_images / self.batch_size))
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What proxy training found. ``status`` is "ok" or "failed"; ``reason`` says why it failed.
+
+    ``kind`` tells a diverged run (the candidate's fault) from an error (the system's fault).
+    """
+
+    status: str
+    reason: str = ""
+    kind: str = ""
+    accuracy: float = math.nan
+    val_loss: float = math.nan
+    train_loss: float = math.nan
+    steps: int = 0
+    train_seconds: float = 0.0
+    params: int = 0
+    madds: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def failed(cls, reason: str, *, kind: str, **fields: Any) -> Evaluation:
+        return cls(status="failed", reason=reason, kind=kind, **fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
+        """Read back :meth:`to_dict` from a mapping that may hold extra keys (Ray adds its own)."""
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_data(source: str, resolution: int, val_fraction: float, seed: int, synthetic_train: int,
+                 synthetic_val: int) -> ClassificationData:
+    return load_classification(source, resolution=resolution, val_fraction=val_fraction, seed=seed,
+                               synthetic_train=synthetic_train, synthetic_val=synthetic_val)
+
+
+def load_data(settings: ProxySettings) -> ClassificationData:
+    """The proxy dataset, opened once per process (a Ray worker evaluates many candidates)."""
+    return _cached_data(settings.data, settings.resolution, settings.val_fraction, settings.seed,
+                        settings.synthetic_train, settings.synthetic_val)
+
+
+def evaluate_candidate(spec: ArchSpec, settings: ProxySettings) -> Evaluation:
+    """Train ``spec`` from scratch on the proxy task and score it on the held-out validation split."""
+    data = load_data(settings)
+    deployed = profile(spec, settings.deploy_resolution)
+    trained = replace(spec, head=replace(spec.head, num_classes=data.num_classes))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.seed)
+        model = build_model(trained)
+        steps = settings.step_count(len(data.train))
+        start = time.perf_counter()
+        try:
+            stats = train_steps(model, data.loader("train", batch_size=settings.batch_size, seed=settings.seed),
+                                steps=steps, lr=settings.lr, weight_decay=settings.weight_decay,
+                                label_smoothing=settings.label_smoothing, device=settings.device,
+                                bn_batches=settings.bn_batches)
+        except DivergedError as err:
+            return Evaluation.failed(str(err), kind="diverged", steps=steps,
+                                     train_seconds=time.perf_counter() - start, params=deployed.params,
+                                     madds=deployed.madds)
+        seconds = time.perf_counter() - start
+        result = evaluate(model, data.loader("val", batch_size=256), device=settings.device)
+    if not math.isfinite(result.loss):
+        return Evaluation.failed(f"validation loss is {result.loss}", kind="diverged", steps=steps,
+                                 train_seconds=seconds, params=deployed.params, madds=deployed.madds)
+    return Evaluation(status="ok", accuracy=result.top1, val_loss=result.loss, train_loss=stats.loss, steps=steps,
+                      train_seconds=seconds, params=deployed.params, madds=deployed.madds)

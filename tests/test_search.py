@@ -1,0 +1,163 @@
+"""The search runner end to end: NaN trials, interrupt-and-resume, a real local Ray run, CLI errors."""
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from nas.arch import ArchSpec
+from nas.cli import run
+from nas.errors import NasError
+from nas.latency.predict import get_latency_model
+from nas.search.__main__ import main
+from nas.search.evaluate import ProxySettings
+from nas.search.objectives import Objective
+from nas.search.runner import SearchConfig, run_search
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ProxySettings(resolution=8, steps=2, batch_size=16, bn_batches=2, synthetic_train=64, synthetic_val=32,
+                     deploy_resolution=64)
+TINY_ARGS = ["--steps", "2", "--resolution", "8", "--batch-size", "16", "--bn-batches", "2", "--latency-resolution", "64",
+             "--latency-target", "10"]
+
+
+@pytest.fixture(scope="module")
+def pixel():
+    return get_latency_model("pixel-cpu")
+
+
+def config(out, **changes):
+    base = SearchConfig(out=out, objective=Objective(target_ms=10.0), controller="random", trials=2, workers=0,
+                        proxy=TINY)
+    return replace(base, **changes)
+
+
+def test_diverging_trials_are_recorded_as_failed_and_the_search_goes_on(tmp_path, pixel):
+    summary = run_search(config(tmp_path, proxy=replace(TINY, lr=1e20)), latency_model=pixel,
+                         progress_factory=_silent)
+    table = pd.read_csv(tmp_path / "trials.csv")
+    assert summary.complete and len(table) == 2
+    assert (table["status"] == "failed").all()
+    assert table["reason"].str.contains("diverged: loss is nan").all()
+    assert table["accuracy"].isna().all() and table["latency_ms"].notna().all()
+    assert json.loads((tmp_path / "best.json").read_text()) == []
+
+
+def test_interrupted_search_resumes_to_exactly_n_unique_trials(tmp_path):
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "nas.search", "--target", "pixel-cpu", "--controller", "rl", "--trials", "5",
+               "--workers", "0", "--out", str(out), *TINY_ARGS]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while _finished(out / "study.db") < 2:
+        assert first.poll() is None, "the search ended before it could be interrupted"
+        assert time.monotonic() < deadline, "no trial finished within 60 s"
+        time.sleep(0.2)
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    before = pd.read_csv(out / "trials.csv")
+    kept = before[before["status"] == "ok"].set_index("trial_id")
+    assert 2 <= len(kept) < 5
+
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert second.returncode == 0, second.stderr
+    after = pd.read_csv(out / "trials.csv")
+    assert sorted(after["trial_id"]) == [0, 1, 2, 3, 4]
+    assert (after["status"] == "ok").all()
+    assert after.set_index("trial_id").loc[kept.index, "accuracy"].tolist() == kept["accuracy"].tolist()
+    assert all((out / name).is_file() for name in ("best.json", "pareto.csv", "pareto.png", "controller.pkl"))
+
+
+def _broken_evaluator(spec, settings):
+    raise RuntimeError("worker lost its GPU")
+
+
+def test_repeated_worker_errors_stop_the_search_with_the_reason(tmp_path, pixel):
+    with pytest.raises(NasError, match="3 trials in a row failed with errors; last: RuntimeError: worker lost its GPU"):
+        run_search(config(tmp_path, trials=10), latency_model=pixel, evaluator=_broken_evaluator,
+                   progress_factory=_silent)
+    table = pd.read_csv(tmp_path / "trials.csv")
+    assert len(table) == 3 and (table["status"] == "failed").all()
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, pixel):
+    run_search(config(tmp_path, trials=1), latency_model=pixel, progress_factory=_silent)
+    with pytest.raises(NasError, match="holds a search with controller = 'random'"):
+        run_search(config(tmp_path, controller="tpe"), latency_model=pixel, progress_factory=_silent)
+
+
+def test_tiny_search_through_local_ray(tmp_path, pixel):
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        summary = run_search(config(tmp_path, controller="tpe", trials=3, workers=2), latency_model=pixel,
+                             progress_factory=_silent)
+    finally:
+        ray.shutdown()
+    table = pd.read_parquet(tmp_path / "trials.parquet")
+    assert summary.complete and sorted(table["trial_id"]) == [0, 1, 2]
+    assert (table["status"] == "ok").all() and table["accuracy"].between(0, 1).all()
+    for row in table.itertuples():  # every reported latency is the search's latency model, at deployment size
+        assert row.latency_ms == pytest.approx(pixel.predict(ArchSpec.from_string(row.arch), 64).ms)
+        assert row.reward == pytest.approx(Objective(target_ms=10.0).reward(row.accuracy, row.latency_ms))
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best[0]["reward"] == pytest.approx(table["reward"].max())
+    assert ArchSpec.from_dict(best[0]["spec"]) == ArchSpec.from_string(best[0]["arch"])
+    assert len(pd.read_csv(tmp_path / "pareto.csv")) >= 1
+    assert (tmp_path / "pareto.png").stat().st_size > 10_000
+    assert "mobilenet_v3_large" in pd.read_csv(tmp_path / "references.csv")["name"].tolist()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--space", "darts"], "unknown search space 'darts'"),
+    (["--controller", "evolution"], "unknown controller 'evolution'"),
+    (["--target", "tpu"], "unknown target 'tpu'"),
+    (["--latency-target", "0"], "--latency-target must be a positive"),
+    (["--data", "/no/such/dataset"], "no such dataset directory"),
+    (["--controller", "rl", "--objective", "pareto"], "needs a scalar reward"),
+])
+def test_bad_input_is_one_line_and_non_zero(tmp_path, capsys, argv, message):
+    code = run(main, ["--out", str(tmp_path / "run"), "--workers", "0", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert err[-1].startswith("error: ") and message in err[-1]
+    assert not (tmp_path / "run").exists()
+
+
+def _finished(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute("SELECT COUNT(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:
+        return 0
+
+
+class _silent:
+    """A progress bar that draws nothing (tests)."""
+
+    def __init__(self, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def update(self, n):
+        pass
+
+    def set_postfix_str(self, text, refresh=True):
+        pass
