@@ -114,3 +114,20 @@ def test_cli_help_and_one_line_errors(tmp_path):
                           "--out", str(tmp_path / "o"), "--epochs", "1"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
     assert "none" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_torchrun_ddp_on_cpu_trains_once_and_reports_once(tmp_path):
+    """Two gloo processes: one set of outputs, one final line, BN statistics shared by both ranks."""
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "nas.train",
+         "--arch", TINY.to_string(), "--data", "synthetic", "--synthetic-train", "128", "--synthetic-val", "32",
+         "--epochs", "1", "--batch-size", "32", "--resolution", "32", "--out", str(out), "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("done: 1 epochs") == 1
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert list(metrics["epoch"]) == [1] and metrics["step"].iloc[0] == 4  # 128 images / global batch 32
+    model, _, _ = load_trained(out / "checkpoint.pt", use_ema=False)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
