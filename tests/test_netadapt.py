@@ -6,7 +6,6 @@ import torch
 from nas import zoo
 from nas.arch import ArchSpec
 from nas.errors import NasError
-from nas.latency.keys import decompose
 from nas.model import build_model
 from nas.netadapt import (
     Outcome, Unit, param_slots, propose, reduction_ms, shrink, slot_widths, unit_width, units, with_width,
@@ -15,6 +14,7 @@ from nas.netadapt.inherit import inherit, kept_channels
 from nas.netadapt.proposals import candidate_widths
 from nas.netadapt.select import select
 from nas.netadapt.units import has_expand, input_slot
+from netadapt_toys import toy_latency
 
 # Every block kind: ds with residual, ir with v3 SE, a residual group of three, conv with MnasNet SE,
 # an ir with MnasNet SE (squeeze width follows its input), an ir without expansion, efficient head.
@@ -23,18 +23,6 @@ SMALL = ArchSpec.from_string(
     "ir_k5_s1_e72_c24_relu_skip ir_k3_s1_e64_c24_se0.25_relu6_skip conv_k3_s2_e32_c32_se0.25_relu "
     "ir_k3_s1_e32_c32_relu_skip ir_k3_s1_e96_c40_hse0.25_hswish head_c64_h80_hswish_d0.2_n7"
 )
-
-
-def toy_latency(spec):
-    """A MAdds-like cost that grows with every width, in 'ms'."""
-    total = 0.0
-    for key in decompose(spec, 224):
-        if key.kind == "head":
-            total += key.hw ** 2 * key.cin * key.exp + key.exp * max(key.hidden, 1) + key.hidden * key.cout
-        else:
-            expand = key.cin * key.exp if key.kind == "ir" and key.exp != key.cin else 0
-            total += key.hw ** 2 * expand + key.out_hw ** 2 * key.exp * (key.kernel ** 2 + key.cout + 2 * key.se)
-    return total / 1e6
 
 
 @pytest.mark.parametrize("name", zoo.names())

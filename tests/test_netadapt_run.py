@@ -8,13 +8,13 @@ from nas import zoo
 from nas.arch import ArchSpec
 from nas.cli import run
 from nas.errors import NasError
-from nas.latency.keys import decompose
 from nas.model import build_model
 from nas.netadapt import DataConfig, Settings, TargetUnreachable, TrainConfig, netadapt
 from nas.netadapt import loop as loop_module
 from nas.netadapt.__main__ import main
 from nas.netadapt.finetune import Job, load_checkpoint, run_jobs, save_checkpoint
 from nas.netadapt.units import units, with_width
+from netadapt_toys import toy_latency
 
 SMALL = ArchSpec.from_string(
     "stem_k3_s2_c16_hswish ds_k3_s1_e16_c16_relu_skip ir_k3_s2_e48_c24_hse0.25_hswish "
@@ -22,17 +22,6 @@ SMALL = ArchSpec.from_string(
     "head_c64_h80_hswish_d0.2_n10"
 )
 TINY = TrainConfig(data=DataConfig(synthetic_train=48, synthetic_val=16, batch_size=16), bn_batches=1)
-
-
-def toy_latency(spec):
-    total = 0.0
-    for key in decompose(spec, 224):
-        if key.kind == "head":
-            total += key.hw ** 2 * key.cin * key.exp + key.exp * max(key.hidden, 1) + key.hidden * key.cout
-        else:
-            expand = key.cin * key.exp if key.kind == "ir" and key.exp != key.cin else 0
-            total += key.hw ** 2 * expand + key.out_hw ** 2 * key.exp * (key.kernel ** 2 + key.cout + 2 * key.se)
-    return total / 1e6
 
 
 def _check_run(out, seed, delta_ms, target_ms):

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from tqdm import tqdm
 
+from nas.analysis.plots import plot_netadapt_history
 from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.model import build_model
@@ -24,7 +26,7 @@ from nas.netadapt.finetune import (
     Job, JobResult, TrainConfig, accuracy, load_checkpoint, run_jobs, save_checkpoint, train,
 )
 from nas.netadapt.proposals import CachedLatency, LatencyFn, Proposal, propose, reduction_ms
-from nas.netadapt.rundir import RunDir, plot_history
+from nas.netadapt.rundir import RunDir
 from nas.netadapt.select import RULES, Outcome, select, slope
 from nas.netadapt.units import layer_widths
 
@@ -224,7 +226,8 @@ def _finish(run: RunDir, history: list[dict[str, Any]], config: TrainConfig, set
                         long_term_steps=settings.long_term_steps)
         final = load_checkpoint(run.final_checkpoint)
     run.write_final_spec(spec.to_json(indent=2))
-    plot_history(history, run.plot, target_ms=target)
+    proposals = pd.read_csv(run.proposals_csv) if run.proposals_csv.exists() else None
+    plot_netadapt_history(pd.DataFrame(history), run.plot, proposals=proposals, latency_target=target)
     return {"spec": final["spec"], "accuracy": float(final["accuracy"])}
 
 

@@ -21,10 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from nas.errors import NasError  # noqa: E402
@@ -135,26 +132,3 @@ class RunDir:
 
     def clear_work(self, iteration: int) -> None:
         shutil.rmtree(self.work(iteration), ignore_errors=True)
-
-
-def plot_history(rows: list[dict[str, Any]], path: Path, *, target_ms: float) -> None:
-    """Accuracy against predicted latency, one point per iteration, the target as a dashed line."""
-    latency = [row["latency_ms"] for row in rows]
-    accuracy = [row["accuracy"] for row in rows]
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    ax.plot(latency, accuracy, marker="o", lw=1)
-    for row in rows:
-        ax.annotate(str(row["iteration"]), (row["latency_ms"], row["accuracy"]), textcoords="offset points",
-                    xytext=(3, 3), fontsize=7)
-    ax.axvline(target_ms, ls="--", color="tab:red", lw=1, label=f"target {target_ms:.2f} ms")
-    ax.invert_xaxis()
-    ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel("held-out top-1 after short-term fine-tune")
-    ax.set_title("NetAdapt: one point per iteration")
-    ax.legend(loc="best", fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
