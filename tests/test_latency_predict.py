@@ -18,7 +18,7 @@ from nas.latency.predict import get_latency_model
 from nas.latency.table import LatencyTable
 from nas.model import build_model, fuse_bn
 
-FAST = Protocol(rounds=3, warmup=1, max_copies=2, chunk=4)
+FAST = Protocol(rounds=3, passes=1, warmup=1, max_copies=2, chunk=4)
 
 
 def _tiny() -> ArchSpec:
@@ -77,6 +77,44 @@ def test_interrupted_build_keeps_what_it_measured_and_resumes(tmp_path):
     assert calls == []
 
 
+def test_build_sweeps_every_key_passes_times_and_keeps_the_lowest(tmp_path):
+    keys = list(dict.fromkeys(str(k) for k in decompose(_tiny(), 32)))
+    calls = []
+
+    def sweep_time(chunk):  # every key takes 2 ms in the first sweep, 1 ms in the second, 3 ms in the third
+        calls.append([str(k) for k in chunk])
+        ms = (2.0, 1.0, 3.0)[(len(calls) - 1) // 2]
+        return [Timing(ms, 0.1 * ms, 3) for _ in chunk]
+
+    protocol = replace(FAST, passes=3, chunk=len(keys) // 2 + 1)  # two chunks per sweep
+    table = build_table(keys, tmp_path, protocol=protocol, measure=sweep_time, progress=False)
+    assert len(calls) == 6 and all(sorted(calls[i] + calls[i + 1]) == sorted(keys) for i in (0, 2, 4))
+    assert all(table.ms(k) == 1.0 for k in keys)
+    assert set(table.frame["n"]) == {9} and table.frame["spread_ms"].tolist() == pytest.approx([0.1] * len(keys))
+    calls.clear()
+    build_table(keys, tmp_path, protocol=protocol, measure=sweep_time, progress=False)
+    assert calls == []  # complete: nothing re-measured
+
+
+def test_steady_allocator_stops_per_call_page_faults():
+    resource = pytest.importorskip("resource")
+    from nas.latency.measure import allocator_policy, steady_allocator
+
+    if allocator_policy() == "system default":
+        pytest.skip("not glibc")
+    assert steady_allocator() == allocator_policy() and Protocol().to_dict()["allocator"] == allocator_policy()
+    x = torch.randn(1, 160, 256, 256)  # 42 MB: glibc's default maps and unmaps it on every call
+    faults = lambda: resource.getrusage(resource.RUSAGE_THREAD).ru_minflt  # noqa: E731
+    with torch.inference_mode():
+        for _ in range(3):  # the heap grows to its steady size
+            torch.relu(x * 2)
+        before = faults()
+        for _ in range(5):
+            torch.relu(x * 2)
+        # glibc's default: ~20,000 faults (2 x 42 MB) per call, 100,000 in all; steady: a heap growth or two
+        assert faults() - before < 30_000
+
+
 def _model(tmp_path, specs, resolution=224):
     keys = [k for spec in specs for k in decompose(spec, resolution)]
     build_table(keys, tmp_path, measure=_fake([]), progress=False)
@@ -114,6 +152,7 @@ def test_predictor_measures_missing_keys_on_demand_and_calibrates(tmp_path):
     assert len(LatencyTable.load(model_dir)) == before + 1 and prediction.ms > 0
     calibration = model.calibrate(["mobilenet_v3_small_050"], 32, progress=False)
     assert calibration.scale > 0 and Calibration.load(model_dir) == calibration
+    assert calibration.networks[0]["arch"] == zoo.get("mobilenet_v3_small_050").to_string()
 
 
 def test_metadata_mismatch_refused_by_the_model_unless_forced(tmp_path):

@@ -4,7 +4,7 @@ Runs ``python -m nas.latency validate`` on N random architectures of each search
 every zoo network (the zoo includes the calibration networks: in-sample), then prints the
 figures. Run it on a quiet machine; the table and calibration are built on demand first.
 
-    python experiments/benchmarks/latency_accuracy.py [--samples 50] [--seed 1] [--out results/latency]
+    python experiments/benchmarks/latency_accuracy.py [--samples 50] [--seed 1] [--out results/latency] [--recalibrate]
 """
 
 from __future__ import annotations
@@ -26,12 +26,14 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("results/latency"))
+    parser.add_argument("--recalibrate", action="store_true",
+                        help="refit the calibration on its networks measured alongside each set (validate --recalibrate)")
     args = parser.parse_args()
     rows = []
     for space in ("mnasnet", "mobilenetv3", "zoo"):
         argv = ["validate", "--target", "host-cpu", "--space", space, "--samples", str(args.samples), "--seed",
                 str(args.seed), "--resolution", str(args.resolution), "--threads", str(args.threads),
-                "--out", str(args.out)]
+                "--out", str(args.out)] + (["--recalibrate"] if args.recalibrate else [])
         if run(latency_main, argv) != 0:
             raise SystemExit(2)
         frame = pd.read_csv(args.out / f"validate_host-cpu_{space}_{args.resolution}.csv")

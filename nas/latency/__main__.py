@@ -22,10 +22,10 @@ from nas import zoo
 from nas.arch import ArchSpec
 from nas.cli import run
 from nas.errors import NasError
-from nas.latency.calibrate import accuracy
+from nas.latency.calibrate import accuracy, fit_calibration
 from nas.latency.keys import decompose
 from nas.latency.measure import MEASURABLE_TARGETS, Protocol, build_table, measure_networks
-from nas.latency.predict import TARGETS, default_table_dir, get_latency_model
+from nas.latency.predict import TARGETS, calibration_networks, default_table_dir, get_latency_model
 
 SPACES = ("mnasnet", "mobilenetv3")
 
@@ -82,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     validate.add_argument("--seed", type=int, default=1, help="sampling seed (default 1)")
     validate.add_argument("--resolution", type=_positive, default=224, help="input size (default 224)")
     validate.add_argument("--out", type=Path, default=Path("results/latency"), help="output folder")
+    validate.add_argument("--recalibrate", action="store_true",
+                          help="measure the calibration networks in the same sweeps as the validated ones and refit "
+                               "on them (not saved): takes drift of a shared machine's load out of the comparison")
     return parser
 
 
@@ -188,9 +191,21 @@ def _validate(args: argparse.Namespace) -> pd.DataFrame:
         specs = _sample(args.space, args.samples, args.seed)
         names = [f"{args.space}-{args.seed}-{i}" for i in range(len(specs))]
     model = get_latency_model(args.target, table_dir=args.table_dir, force=args.force, threads=args.threads)
-    predicted = model.predict_many(specs, args.resolution)
     key_sums = model.key_sums(specs, args.resolution)
-    timings = measure_networks(specs, args.resolution, target=args.target, protocol=Protocol(threads=args.threads))
+    calibration = calibration_networks() if args.recalibrate else {}
+    together = [*specs, *calibration.values()]
+    order = np.random.default_rng(args.seed).permutation(len(together))  # calibration nets spread over the sweeps
+    shuffled = measure_networks([together[i] for i in order], args.resolution, target=args.target,
+                                protocol=Protocol(threads=args.threads))
+    timings = [shuffled[j] for j in np.argsort(order)]
+    if calibration:
+        cal_timings = timings[len(specs):]
+        model.calibration = fit_calibration(model.key_sums(list(calibration.values()), args.resolution),
+                                            [t.ms for t in cal_timings])
+        print(f"recalibrated on {len(calibration)} networks measured alongside: ms = "
+              f"{model.calibration.scale:.4f} * sum + {model.calibration.offset:.3f} (not saved)")
+        timings = timings[:len(specs)]
+    predicted = model.predict_many(specs, args.resolution)
     frame = pd.DataFrame({"name": names, "predicted_ms": predicted, "key_sum_ms": key_sums,
                           "measured_ms": [t.ms for t in timings],
                           "spread_ms": [t.spread_ms for t in timings], "arch": [s.to_string() for s in specs]})
