@@ -100,3 +100,13 @@ def test_confusion_matrix_and_miou():
     assert pixel_accuracy(conf) == pytest.approx(4 / 5)
     with pytest.raises(NasError, match="outside"):
         confusion_matrix(np.array([0]), np.array([7]), 4)
+
+
+def test_reduced_tail_checkpoint_loads_back_as_trained(tmp_path):
+    root = make_cityscapes(tmp_path / "cs", counts=(("train", 4), ("val", 1)))
+    config = TrainConfig(arch=SEG, recipe=get_recipe("dli14"), data=str(root), out=tmp_path / "run", epochs=1,
+                         batch_size=4, resolution=32, task="segmentation", output_stride=16, reduced_tail=True)
+    fit(config, progress=False)
+    model, spec, _ = load_trained(tmp_path / "run", use_ema=False)
+    assert spec.layers[-1].out < SEG.layers[-1].out  # the stored spec is the reduced one
+    assert model(torch.randn(1, 3, 32, 64)).shape == (1, NUM_CLASSES, 32, 64)
