@@ -1,0 +1,156 @@
+"""A pipeline config (YAML) read strictly into frozen dataclasses: every unknown key is an error.
+
+A config names the stages of one experiment: ``search`` (or a fixed ``seed_arch``),
+``manual_edits``, ``netadapt``, ``train``. Its ``quick`` section holds the same keys again with
+small budgets; ``--quick`` merges it over the rest, so the quick path is data, not code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from nas.errors import NasError
+from nas.search.evaluate import ProxySettings
+
+
+# Proxy settings shared by every stage, set once at the top level (name there).
+SHARED = {"data": "data", "seed": "seed", "synthetic_train": "synthetic_train", "synthetic_val": "synthetic_val",
+          "deploy_resolution": "latency_resolution"}
+
+
+@dataclass(frozen=True)
+class SearchStage:
+    """Platform-aware search (``nas.search``); ``seed_arch`` (a zoo name) replaces it with a fixed seed."""
+
+    target_ms: float
+    reward: str = "soft"
+    space: str = "mnasnet"
+    controller: str = "rl"
+    trials: int = 24
+    workers: int = 2
+    seed_arch: str | None = None
+    proxy: ProxySettings = ProxySettings()
+
+
+@dataclass(frozen=True)
+class NetAdaptStage:
+    """NetAdapt (``nas.netadapt``) down to the reference network's predicted latency."""
+
+    delta_ratio: float = 0.02
+    delta_decay: float = 1.0
+    short_term_steps: int = 100
+    long_term_steps: int = 0
+    pretrain_steps: int = 200
+    selection: str = "slope"
+    max_proposals: int | None = None
+    batch_size: int = 32
+    lr: float = 0.01
+    bn_batches: int = 20
+    resolution: int = 32
+    workers: int = 1
+
+
+@dataclass(frozen=True)
+class TrainStage:
+    """Final training (``nas.train``) of the found network and of the reference, with one budget."""
+
+    recipe: str = "dli14"
+    recipe_overrides: dict[str, Any] = field(default_factory=dict)
+    epochs: int = 30
+    batch_size: int = 128
+    resolution: int = 32
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str
+    reference: str
+    search: SearchStage
+    manual_edits: tuple[str, ...]
+    target: str = "pixel-cpu"
+    latency_resolution: int = 224
+    data: str = "synthetic"
+    synthetic_train: int = 2000
+    synthetic_val: int = 500
+    seed: int = 0
+    netadapt: NetAdaptStage = NetAdaptStage()
+    train: TrainStage = TrainStage()
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    """``cls(**data)`` recursively, refusing unknown and missing keys with the key's full path."""
+    if not isinstance(data, dict):
+        raise NasError(f"{where or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = get_type_hints(cls)
+    names = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in names:
+            raise NasError(f"unknown config key '{where}{key}' (known: {', '.join(sorted(names))})")
+    values = {}
+    for f in fields(cls):
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise NasError(f"config key '{where}{f.name}' is missing")
+            continue
+        value = data[f.name]
+        hint = hints[f.name]
+        if is_dataclass(hint):
+            value = _build(hint, value, f"{where}{f.name}.")
+        elif f.name == "manual_edits":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise NasError(f"config key '{where}{f.name}' must be a list of edit names")
+            value = tuple(value)
+        values[f.name] = value
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise NasError(f"config section '{where or 'top level'}': {err}") from None
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict) and key != "recipe_overrides":
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise NasError(f"{path}: no such config file")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        first = " ".join(str(err).split())
+        raise NasError(f"{path}: not valid YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise NasError(f"{path}: expected a mapping of config keys at the top level")
+    return data
+
+
+def parse_config(data: dict, *, quick: bool = False, source: str = "config") -> PipelineConfig:
+    """The config from a parsed YAML mapping; ``quick`` merges its ``quick`` section over the rest."""
+    data = dict(data)
+    shrink = data.pop("quick", {}) or {}
+    if not isinstance(shrink, dict):
+        raise NasError(f"{source}: 'quick' must be a mapping")
+    for section in (data, shrink):
+        proxy = section.get("search", {}).get("proxy", {}) if isinstance(section.get("search"), dict) else {}
+        shared = sorted(set(proxy) & set(SHARED)) if isinstance(proxy, dict) else []
+        if shared:
+            raise NasError(f"config key 'search.proxy.{shared[0]}' is set at the top level for every stage "
+                           f"({SHARED[shared[0]]})")
+    full = _build(PipelineConfig, data, "")
+    small = _build(PipelineConfig, _merge(data, shrink), "quick.")  # a typo in quick fails without --quick too
+    return small if quick else full
+
+
+def load_config(path: Path, *, quick: bool = False) -> PipelineConfig:
+    return parse_config(read_yaml(path), quick=quick, source=str(path))

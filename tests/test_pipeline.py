@@ -1,0 +1,151 @@
+"""The MobileNetV3 pipeline: strict configs, the manual edits as pure functions, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from nas import zoo
+from nas.cli import run
+from nas.errors import NasError
+from nas.pipeline.__main__ import main
+from nas.pipeline.config import load_config, parse_config, read_yaml
+from nas.pipeline.edits import apply_edits, efficient_last_stage, hswish_late, output_strides, stem_16
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ROOT / "experiments" / "mobilenetv3_small.yaml"
+LARGE = ROOT / "experiments" / "mobilenetv3_large.yaml"
+
+
+# ---------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("path", [SMALL, LARGE])
+@pytest.mark.parametrize("quick", [False, True])
+def test_shipped_configs_load(path, quick):
+    config = load_config(path, quick=quick)
+    assert config.manual_edits == ("hswish_late", "efficient_last_stage", "stem_16")
+    assert config.target == "pixel-cpu" and config.search.space == "mnasnet"
+    if quick:
+        assert config.search.trials < load_config(path).search.trials
+
+
+def test_large_and_small_rewards():
+    assert load_config(LARGE).search.reward == "soft" and load_config(LARGE).search.target_ms == 80.0
+    assert load_config(SMALL).search.reward == "small"
+
+
+@pytest.mark.parametrize("section, key", [("", "colour"), ("search", "trails"), ("netadapt", "steps"),
+                                          ("quick", "epochz")])
+def test_unknown_key_is_named(section, key):
+    data = read_yaml(SMALL)
+    target = data if not section else data.setdefault(section, {})
+    target[key] = 1
+    with pytest.raises(NasError, match=f"unknown config key '.*{key}'"):
+        parse_config(data)
+
+
+def test_proxy_keys_set_once_at_top_level():
+    data = read_yaml(SMALL)
+    data["search"]["proxy"]["data"] = "/elsewhere"
+    with pytest.raises(NasError, match="search.proxy.data"):
+        parse_config(data)
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(SMALL.read_text().replace("trials: 48", "trails: 48"))
+    for path, message in ((tmp_path / "missing.yaml", "no such config file"), (bad, "not valid YAML"),
+                          (typo, "search.trails")):
+        assert run(main, [str(path), "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+# ---------------------------------------------------------------- edits
+
+
+def test_hswish_late_changes_exactly_the_stride_16_layers():
+    seed = zoo.get("mnasnet_a1")
+    edited = hswish_late(seed)
+    strides = output_strides(seed)
+    for before, after, stride in zip(seed.layers, edited.layers, strides):
+        assert after.act == ("hswish" if stride >= 16 else before.act)
+        assert after == replace(before, act=after.act)
+    assert edited.stem == seed.stem and edited.head.act == "hswish"
+    # The same layers as MobileNetV3-Large's own h-swish layers: from the first stride-16 stage on.
+    v3 = zoo.get("mobilenet_v3_large")
+    first = next(i for i, s in enumerate(output_strides(v3)) if s >= 16)
+    assert v3.layers[first].act == "hswish" and v3.layers[first - 1].act == "relu"
+
+
+def test_stem_16_changes_only_the_stem_and_first_block_input():
+    seed = zoo.get("mnasnet_a1")
+    edited = stem_16(seed)
+    assert (edited.stem.channels, edited.stem.act) == (16, "hswish")
+    assert edited.layers[1:] == seed.layers[1:] and edited.head == seed.head
+    assert edited.layers[0].exp == 16 and edited.layers[0].out == seed.layers[0].out  # ds: width follows input
+    assert edited.in_channels()[0] == 16
+
+
+def test_efficient_last_stage_pools_before_the_wide_layer():
+    seed = zoo.get("mnasnet_a1")
+    edited = efficient_last_stage(seed)
+    assert edited.layers == seed.layers[:-1]
+    assert (edited.head.channels, edited.head.hidden) == (seed.layers[-1].exp, seed.head.channels)
+    with pytest.raises(NasError, match="already"):
+        efficient_last_stage(edited)
+
+
+def test_edits_make_mnasnet_a1_look_like_v3_large_and_cheaper():
+    from nas.latency.predict import get_latency_model
+
+    steps = apply_edits(zoo.get("mnasnet_a1"), ("hswish_late", "efficient_last_stage", "stem_16"))
+    assert [name for name, _ in steps] == ["seed", "hswish_late", "efficient_last_stage", "stem_16"]
+    final = steps[-1][1]
+    v3 = zoo.get("mobilenet_v3_large")
+    assert (final.stem, final.head.channels, final.head.hidden) == (v3.stem, v3.head.channels, v3.head.hidden)
+    model = get_latency_model("pixel-cpu")
+    assert model.predict(final).ms < model.predict(steps[0][1]).ms
+    with pytest.raises(NasError, match="unknown manual edit"):
+        apply_edits(final, ("hswish_everywhere",))
+
+
+# ---------------------------------------------------------------- end to end
+
+
+@pytest.mark.timeout(240)
+def test_quick_small_pipeline_end_to_end_and_resume(tmp_path, capsys):
+    data = read_yaml(SMALL)
+    data["quick"] = {
+        "synthetic_train": 128, "synthetic_val": 32,
+        "search": {"trials": 2, "workers": 0, "proxy": {"steps": 2, "batch_size": 32, "bn_batches": 1}},
+        "netadapt": {"delta_ratio": 0.1, "short_term_steps": 1, "pretrain_steps": 1, "max_proposals": 1,
+                     "batch_size": 32, "bn_batches": 1, "workers": 1},
+        "train": {"epochs": 1, "batch_size": 64, "recipe_overrides": {"warmup_epochs": 0}},
+    }
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(data))
+    out = tmp_path / "run"
+    assert run(main, [str(config), "--quick", "--out", str(out), "--data", "synthetic"]) == 0
+    report = (out / "report.md").read_text()
+    assert "found" in report and "mobilenet_v3_small" in report
+    for name in ("hswish_late", "efficient_last_stage", "stem_16"):
+        assert name in report
+    for png in ("comparison.png", "layers.png"):
+        assert (out / png).stat().st_size > 1000
+    for stage in ("search", "manual_edits", "netadapt", "train/found", "train/mobilenet_v3_small"):
+        assert (out / stage / "done.json").exists()
+    checkpoint = out / "train" / "found" / "checkpoint.pt"
+    stamp = checkpoint.stat().st_mtime_ns
+    capsys.readouterr()
+    assert run(main, [str(config), "--quick", "--out", str(out)]) == 0
+    assert capsys.readouterr().err.count("finished earlier, skipped") == 5
+    assert checkpoint.stat().st_mtime_ns == stamp
