@@ -7,6 +7,7 @@ from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.model import build_model
 from nas.train.export import export, export_onnx, export_torchscript
+from bn_stats import randomise_bn
 
 SMALL = ArchSpec.from_string(
     "stem_k3_s2_c8_hswish ir_k3_s1_e16_c8_hse0.25_relu_skip conv_k3_s2_e16_c16_se0.25_relu "
@@ -16,16 +17,11 @@ SMALL = ArchSpec.from_string(
 
 def _trained_like():
     """Non-trivial BN statistics and a large classifier, so a wrong fusion would show in the outputs."""
-    model = build_model(SMALL)
+    model = randomise_bn(build_model(SMALL))
     for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-        elif isinstance(m, torch.nn.Linear):
+        if isinstance(m, torch.nn.Linear):
             torch.nn.init.normal_(m.weight, 0, 0.5)
-    return model.eval()
+    return model
 
 
 def test_torchscript_round_trip_matches_eager(tmp_path):

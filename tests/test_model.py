@@ -7,6 +7,7 @@ import torch
 from nas import zoo
 from nas.arch import ArchSpec
 from nas.model import build_model, fuse_bn
+from bn_stats import randomise_bn
 
 SMALL = ArchSpec.from_string(
     "stem_k3_s2_c8_hswish ir_k3_s1_e16_c8_hse0.25_relu_skip conv_k3_s2_e16_c16_se0.25_relu "
@@ -14,18 +15,8 @@ SMALL = ArchSpec.from_string(
 )
 
 
-def _randomise_bn(model):
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
-
-
 def test_bn_fusion_keeps_outputs_and_removes_bn():
-    model = _randomise_bn(build_model(zoo.get("mobilenet_v3_small", num_classes=10)))
+    model = randomise_bn(build_model(zoo.get("mobilenet_v3_small", num_classes=10)))
     x = torch.randn(2, 3, 96, 96)
     fused = fuse_bn(model)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
@@ -33,7 +24,7 @@ def test_bn_fusion_keeps_outputs_and_removes_bn():
 
 
 def test_channels_last_matches_contiguous():
-    model = _randomise_bn(build_model(SMALL))
+    model = randomise_bn(build_model(SMALL))
     x = torch.randn(2, 3, 64, 64)
     expected = model(x)
     cl = model.to(memory_format=torch.channels_last)
@@ -55,7 +46,7 @@ def test_every_op_appears_in_the_small_net():
 
 
 def test_torch_compile_matches_eager():
-    model = _randomise_bn(build_model(SMALL))
+    model = randomise_bn(build_model(SMALL))
     x = torch.randn(1, 3, 32, 32)
     compiled = torch.compile(model, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(x), model(x))
@@ -63,7 +54,7 @@ def test_torch_compile_matches_eager():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_forward_matches_cpu():
-    model = _randomise_bn(build_model(SMALL))
+    model = randomise_bn(build_model(SMALL))
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(model.cuda()(x.cuda()).cpu(), model.cpu()(x), atol=1e-4, rtol=1e-4)
 
