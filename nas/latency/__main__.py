@@ -226,12 +226,10 @@ def _validate(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def _plot(frame: pd.DataFrame, report: dict, path: Path, title: str) -> None:
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 5))
+    fig = Figure(figsize=(5, 5))
+    ax = fig.subplots()
     ax.scatter(frame["measured_ms"], frame["predicted_ms"], s=14)
     low = 0.9 * min(frame["measured_ms"].min(), frame["predicted_ms"].min())
     high = 1.1 * max(frame["measured_ms"].max(), frame["predicted_ms"].max())
@@ -243,7 +241,6 @@ def _plot(frame: pd.DataFrame, report: dict, path: Path, title: str) -> None:
     ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The comparison report: the found network beside the reference, as markdown tables and PNGs.
 
 Tables are pandas DataFrames rendered by :func:`markdown_table` (a few lines of ours, so the
-report needs no optional dependency); the figures are matplotlib (Agg) PNGs.
+report needs no optional dependency); the figures are matplotlib PNGs.
 """
 
 from __future__ import annotations
@@ -10,13 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from nas.arch import ArchSpec  # noqa: E402
+from nas.arch import ArchSpec
 
 LAYER_COLUMNS = ["op", "kernel", "stride", "exp", "se", "act", "out"]
 
@@ -64,7 +61,8 @@ def plot_comparison(summary: pd.DataFrame, path: Path) -> None:
     """Bars of latency, params, MAdds and proxy accuracy, one bar per network."""
     metrics = [("latency_ms", "predicted latency (ms)"), ("params_M", "params (M)"), ("madds_M", "MAdds (M)"),
                ("top1", "proxy top-1")]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6))
+    fig = Figure(figsize=(3.2 * len(metrics), 3.6))
+    axes = fig.subplots(1, len(metrics))
     colors = [f"C{i}" for i in range(len(summary))]
     for ax, (column, title) in zip(axes, metrics):
         ax.bar(summary["network"], summary[column], color=colors)
@@ -73,12 +71,12 @@ def plot_comparison(summary: pd.DataFrame, path: Path) -> None:
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def plot_layers(found: ArchSpec, reference: ArchSpec, names: tuple[str, str], path: Path) -> None:
     """Expanded width per layer against output stride: where each network spends its channels."""
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    fig = Figure(figsize=(8, 3.8))
+    ax = fig.subplots()
     for spec, name, color in ((found, names[0], "C0"), (reference, names[1], "C1")):
         widths = [layer.exp for layer in spec.layers]
         ax.plot(range(len(widths)), widths, marker="o", color=color, label=name)
@@ -90,7 +88,6 @@ def plot_layers(found: ArchSpec, reference: ArchSpec, names: tuple[str, str], pa
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def write_report(out: Path, *, name: str, target: str, reference_name: str, found: ArchSpec,

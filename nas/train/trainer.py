@@ -176,12 +176,10 @@ def _check_same_config(saved: dict[str, Any], config: TrainConfig) -> None:
 
 def plot_learning_curve(history: pd.DataFrame, path: Path) -> None:
     """Training loss and validation metrics per epoch, as a PNG."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax_loss, ax_metric) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_metric = fig.subplots(1, 2)
     ax_loss.plot(history["epoch"], history["train_loss"], marker="o", label="train")
     ax_loss.plot(history["epoch"], history["val_loss"], marker="o", label="val")
     ax_loss.set(xlabel="epoch", ylabel="loss", title="loss")
@@ -194,7 +192,6 @@ def plot_learning_curve(history: pd.DataFrame, path: Path) -> None:
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 def fit(config: TrainConfig, *, resume: bool = False, progress: bool = True, device: str | None = None,

@@ -12,16 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping
 
-import matplotlib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from nas.latency.pixel import sources  # noqa: E402
-from nas.latency.pixel.fit import CALIBRATION_MODEL, network_keys, spearman  # noqa: E402
-from nas.latency.pixel.model import TABLE_DIR, PixelCostModel, madds  # noqa: E402
+from nas.latency.pixel import sources
+from nas.latency.pixel.fit import CALIBRATION_MODEL, network_keys, spearman
+from nas.latency.pixel.model import TABLE_DIR, PixelCostModel, madds
 
 SMALL_WIDTH, SMALL_RESOLUTION = 0.5, 128
 VALIDATION_CSV, SUMMARY_CSV, PLOT_PNG = "validation.csv", "validation_summary.csv", "validation.png"
@@ -96,7 +93,8 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
 
 def plot(rows: pd.DataFrame, path: Path) -> None:
     """Predicted against published, model and baseline, calibration and held-out marked apart."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    fig = Figure(figsize=(11, 4.8))
+    axes = fig.subplots(1, 2)
     for ax, column, title in ((axes[0], "predicted_ms", "per-op model"), (axes[1], "baseline_ms", "a*MAdds + b")):
         for subset, marker, color in (("calibration", "o", "tab:blue"), ("held-out", "^", "tab:red")):
             part = rows[rows["set"] == subset]
@@ -110,7 +108,6 @@ def plot(rows: pd.DataFrame, path: Path) -> None:
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def format_validation(rows: pd.DataFrame) -> str:
