@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -20,12 +21,13 @@ torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ROOT / "experiments" / "mobilenetv3_small.yaml"
 LARGE = ROOT / "experiments" / "mobilenetv3_large.yaml"
+CONFIGS = sorted((ROOT / "experiments").glob("*.yaml"))
 
 
 # ---------------------------------------------------------------- config
 
 
-@pytest.mark.parametrize("path", [SMALL, LARGE])
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 @pytest.mark.parametrize("quick", [False, True])
 def test_shipped_configs_load(path, quick):
     config = load_config(path, quick=quick)
@@ -141,6 +143,8 @@ def test_quick_small_pipeline_end_to_end_and_resume(tmp_path, capsys):
         assert name in report
     for png in ("comparison.png", "layers.png"):
         assert (out / png).stat().st_size > 1000
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary[["val_top1", "test_top1"]].notna().all().all()  # synthetic data has a test split
     for stage in ("search", "manual_edits", "netadapt", "train/found", "train/mobilenet_v3_small"):
         assert (out / stage / "done.json").exists()
     checkpoint = out / "train" / "found" / "checkpoint.pt"

@@ -35,9 +35,10 @@ def _config(tmp_path, recipe, name, **kw):
 def test_recipe_learns_and_resume_is_identical(tmp_path, recipe):
     full = fit(_config(tmp_path, recipe, "full"), progress=False)
     assert full.final["top1"] > 0.3  # 10 classes: chance is 0.1
+    assert full.final["test_top1"] > 0.3  # scored once, on the test split, at the end
     split_cfg = _config(tmp_path, recipe, "split")
     first = fit(split_cfg, progress=False, stop_after=1)
-    assert len(first.history) == 1
+    assert len(first.history) == 1 and "test_top1" not in first.final  # not finished: no test score yet
     resumed = fit(split_cfg, resume=True, progress=False)
     assert resumed.resumed_from == 1
     pd.testing.assert_frame_equal(resumed.history.drop(columns=TIMING), full.history.drop(columns=TIMING))

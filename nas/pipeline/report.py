@@ -60,7 +60,8 @@ def side_by_side(found: ArchSpec, reference: ArchSpec, names: tuple[str, str]) -
 def plot_comparison(summary: pd.DataFrame, path: Path) -> None:
     """Bars of latency, params, MAdds and proxy accuracy, one bar per network."""
     metrics = [("latency_ms", "predicted latency (ms)"), ("params_M", "params (M)"), ("madds_M", "MAdds (M)"),
-               ("top1", "proxy top-1")]
+               ("val_top1", "held-out val top-1"), ("test_top1", "test top-1")]
+    metrics = [(column, title) for column, title in metrics if summary[column].notna().any()]
     fig = Figure(figsize=(3.2 * len(metrics), 3.6))
     axes = fig.subplots(1, len(metrics))
     colors = [f"C{i}" for i in range(len(summary))]
@@ -98,12 +99,14 @@ def write_report(out: Path, *, name: str, target: str, reference_name: str, foun
     plot_comparison(summary, out / "comparison.png")
     plot_layers(found, reference, names, out / "layers.png")
     shown = summary.assign(params_M=summary["params_M"].round(3), madds_M=summary["madds_M"].round(1),
-                           latency_ms=summary["latency_ms"].round(2), top1=summary["top1"].round(4))
+                           latency_ms=summary["latency_ms"].round(2), val_top1=summary["val_top1"].round(4),
+                           test_top1=summary["test_top1"].round(4))
     reached = "reached" if netadapt["reached"] else "NOT reached (best network found kept)"
     text = "\n\n".join([
         f"# {name}: found network vs {reference_name}",
-        f"Latency: predicted on `{target}` at 224 px for the 1000-class network. Accuracy: held-out top-1 "
-        f"after training both networks with the same budget ({train_note}).",
+        f"Latency: predicted on `{target}` at 224 px for the 1000-class network. Accuracy: top-1 on the "
+        f"validation split held out from train (which search and NetAdapt also scored on) and on the test "
+        f"split, after training both networks with the same budget ({train_note}).",
         markdown_table(shown),
         "![comparison](comparison.png)",
         f"## Seed\n\n{seed_source}",

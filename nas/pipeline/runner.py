@@ -75,7 +75,8 @@ def run_pipeline(config: PipelineConfig, out: Path) -> Path:
     for name, spec in (("found", found), (config.reference, reference)):
         facts = describe(spec, latency_model, config.latency_resolution)
         rows.append({"network": name, "latency_ms": facts["latency_ms"], "params_M": facts["params"] / 1e6,
-                     "madds_M": facts["madds"] / 1e6, "top1": trained[name].get("top1", float("nan"))})
+                     "madds_M": facts["madds"] / 1e6, "val_top1": trained[name].get("top1", float("nan")),
+                     "test_top1": trained[name].get("test_top1", float("nan"))})
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "summary.csv", index=False)
     edits = pd.DataFrame(edited["steps"])[["edit", "latency_ms", "params", "madds"]]
