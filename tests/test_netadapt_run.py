@@ -9,11 +9,12 @@ from nas.arch import ArchSpec
 from nas.cli import run
 from nas.errors import NasError
 from nas.model import build_model
-from nas.netadapt import DataConfig, Settings, TargetUnreachable, TrainConfig, netadapt
+from nas.netadapt import Settings, TargetUnreachable, netadapt
 from nas.netadapt import loop as loop_module
 from nas.netadapt.__main__ import main
 from nas.netadapt.finetune import Job, load_checkpoint, run_jobs, save_checkpoint
 from nas.netadapt.units import units, with_width
+from nas.train.proxy import ProxyTraining
 from netadapt_toys import toy_latency
 
 SMALL = ArchSpec.from_string(
@@ -21,7 +22,7 @@ SMALL = ArchSpec.from_string(
     "ir_k5_s1_e72_c24_relu_skip conv_k3_s2_e32_c32_se0.25_relu ir_k3_s1_e96_c40_hse0.25_hswish "
     "head_c64_h80_hswish_d0.2_n10"
 )
-TINY = TrainConfig(data=DataConfig(synthetic_train=48, synthetic_val=16, batch_size=16), bn_batches=1)
+TINY = ProxyTraining(synthetic_train=48, synthetic_val=16, batch_size=16, bn_batches=1)
 
 
 def _check_run(out, seed, delta_ms, target_ms):
@@ -75,7 +76,7 @@ class Killed(BaseException):
 
 def test_resume_after_a_kill_mid_iteration_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     settings = Settings(target_ratio=0.75, delta_ratio=0.1, short_term_steps=2, pretrain_steps=2, max_proposals=3)
-    reference = netadapt(SMALL, latency=toy_latency, train_config=TINY, settings=settings, out=tmp_path / "ref",
+    reference = netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=tmp_path / "ref",
                          progress=False)
     assert len(reference.history) >= 3
 
@@ -93,32 +94,32 @@ def test_resume_after_a_kill_mid_iteration_matches_an_uninterrupted_run(tmp_path
     monkeypatch.setattr(loop_module, "run_jobs", killed_in_iteration_2)
     out = tmp_path / "run"
     with pytest.raises(Killed):
-        netadapt(SMALL, latency=toy_latency, train_config=TINY, settings=settings, out=out, progress=False)
+        netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=out, progress=False)
     assert pd.read_csv(out / "history.csv")["iteration"].tolist() == [0, 1]
     assert not (out / "final.pt").exists()
 
     calls.clear()
-    resumed = netadapt(SMALL, latency=toy_latency, train_config=TINY, settings=settings, out=out, progress=False)
+    resumed = netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=out, progress=False)
     assert len(calls[0]) == 2  # iteration 2 resumed: its finished proposal was reused
     assert resumed.spec == reference.spec and resumed.accuracy == reference.accuracy
     assert pd.read_csv(out / "history.csv").equals(pd.read_csv(tmp_path / "ref" / "history.csv"))
     assert not (out / "work" / "iter_002").exists()
 
     calls.clear()  # a finished run reruns as a no-op
-    assert netadapt(SMALL, latency=toy_latency, train_config=TINY, settings=settings, out=out,
+    assert netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=out,
                     progress=False).spec == reference.spec and not calls
     with pytest.raises(NasError, match="other settings"):
-        netadapt(SMALL, latency=toy_latency, train_config=TINY, out=out, progress=False,
+        netadapt(SMALL, latency=toy_latency, training=TINY, out=out, progress=False,
                  settings=Settings(target_ratio=0.75, delta_ratio=0.1, short_term_steps=3, pretrain_steps=2))
     (out / "history.csv").write_text("garbage\n\x00\x01\n")
     with pytest.raises(NasError, match="corrupt table"):
-        netadapt(SMALL, latency=toy_latency, train_config=TINY, settings=settings, out=out, progress=False)
+        netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=out, progress=False)
 
 
 def test_an_unreachable_target_stops_with_a_message_and_keeps_the_best_network(tmp_path):
     settings = Settings(target_ms=1e-3, delta_ratio=0.25, short_term_steps=1, max_proposals=2, long_term_steps=2)
     with pytest.raises(TargetUnreachable, match="unreachable.*best network found") as error:
-        netadapt(SMALL, latency=toy_latency, train_config=TINY, settings=settings, out=tmp_path, progress=False)
+        netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=tmp_path, progress=False)
     history = pd.read_csv(tmp_path / "history.csv")
     assert len(history) >= 2 and history["latency_ms"].is_monotonic_decreasing
     final = ArchSpec.from_json((tmp_path / "final_spec.json").read_text())

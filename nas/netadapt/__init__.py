@@ -12,7 +12,6 @@ The functions ``inherit.inherit`` and ``select.select`` are not re-exported: the
 their names.
 """
 
-from nas.netadapt.finetune import DataConfig, TrainConfig
 from nas.netadapt.inherit import inherit_state, param_slots
 from nas.netadapt.loop import Result, Settings, TargetUnreachable, netadapt
 from nas.netadapt.proposals import Proposal, propose, reduction_ms, shrink
@@ -20,7 +19,7 @@ from nas.netadapt.select import Outcome
 from nas.netadapt.units import Unit, slot_widths, unit_width, units, with_width
 
 __all__ = [
-    "DataConfig", "Outcome", "Proposal", "Result", "Settings", "TargetUnreachable", "TrainConfig", "Unit",
+    "Outcome", "Proposal", "Result", "Settings", "TargetUnreachable", "Unit",
     "inherit_state", "netadapt", "param_slots", "propose", "reduction_ms", "shrink",
     "slot_widths", "unit_width", "units", "with_width",
 ]

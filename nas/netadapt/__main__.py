@@ -16,9 +16,9 @@ from nas import zoo
 from nas.arch import ArchSpec
 from nas.cli import run
 from nas.errors import NasError
-from nas.netadapt.finetune import DataConfig, TrainConfig, open_data
 from nas.netadapt.loop import Settings, netadapt
 from nas.netadapt.select import RULES
+from nas.train.proxy import ProxyTraining, open_data
 
 TARGETS = ("pixel-cpu", "host-cpu", "cuda")
 
@@ -118,10 +118,10 @@ def latency_function(target: str, resolution: int):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    data = DataConfig(source=args.data, resolution=args.train_resolution, seed=args.seed,
-                      synthetic_train=args.synthetic_train, synthetic_val=args.synthetic_val,
-                      batch_size=args.batch_size)
-    seed = zoo.resolve(args.arch, num_classes=open_data(data).num_classes)
+    training = ProxyTraining(data=args.data, resolution=args.train_resolution, seed=args.seed,
+                             synthetic_train=args.synthetic_train, synthetic_val=args.synthetic_val,
+                             batch_size=args.batch_size, lr=args.lr, bn_batches=args.bn_batches, device=args.device)
+    seed = zoo.resolve(args.arch, num_classes=open_data(training).num_classes)
     state = read_weights(args.checkpoint, seed) if args.checkpoint else None
     pretrain = args.pretrain_steps if args.pretrain_steps is not None else (0 if state else args.short_term_steps)
     settings = Settings(target_ms=args.latency_ms, target_ratio=args.latency_ratio, delta_ratio=args.delta_ratio,
@@ -134,9 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "checkpoint": str(args.checkpoint.resolve()) if args.checkpoint else None}
     try:
         result = netadapt(seed, latency=latency_function(args.target, args.resolution),
-                          train_config=TrainConfig(data=data, lr=args.lr, bn_batches=args.bn_batches,
-                                                   device=args.device),
-                          settings=settings, out=args.out, seed_state=state, workers=args.workers,
+                          training=training, settings=settings, out=args.out, seed_state=state, workers=args.workers,
                           progress=not args.quiet, identity=identity)
     finally:
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():

@@ -8,7 +8,6 @@ mid-iteration keeps every proposal that had finished.
 
 from __future__ import annotations
 
-import functools
 import os
 import pickle
 from dataclasses import dataclass
@@ -22,34 +21,8 @@ from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.model import build_model
 from nas.netadapt.inherit import inherit
-from nas.train.data import ClassificationData, load_classification
-from nas.train.loop import DivergedError, evaluate, train_steps
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which data to fine-tune and evaluate on (see :func:`nas.train.data.load_classification`)."""
-
-    source: str = "synthetic"
-    resolution: int = 32
-    val_fraction: float = 0.1
-    seed: int = 0
-    synthetic_train: int = 2000
-    synthetic_val: int = 500
-    batch_size: int = 32
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """The fine-tuning recipe shared by every proposal."""
-
-    data: DataConfig
-    lr: float = 0.01
-    weight_decay: float = 4e-5
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    bn_batches: int = 20  # BN statistics re-estimated over this many batches after fine-tuning
-    device: str = "cpu"
+from nas.train.loop import DivergedError
+from nas.train.proxy import ProxyTraining, score, train
 
 
 @dataclass(frozen=True)
@@ -94,31 +67,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return {**data, "spec": ArchSpec.from_json(data["spec"])}
 
 
-@functools.lru_cache(maxsize=2)
-def open_data(config: DataConfig) -> ClassificationData:
-    """The dataset, opened once per process (each Ray worker keeps its own)."""
-    return load_classification(config.source, resolution=config.resolution, val_fraction=config.val_fraction,
-                               seed=config.seed, synthetic_train=config.synthetic_train,
-                               synthetic_val=config.synthetic_val)
-
-
-def accuracy(model: torch.nn.Module, config: TrainConfig) -> tuple[float, float]:
-    """Held-out (validation split) top-1 and loss."""
-    loader = open_data(config.data).loader("val", batch_size=config.data.batch_size)
-    result = evaluate(model, loader, device=config.device)
-    return result.top1, result.loss
-
-
-def train(model: torch.nn.Module, config: TrainConfig, *, steps: int, seed: int) -> None:
-    """Fine-tune ``model`` in place; the batch order is fixed by ``seed``."""
-    torch.manual_seed(seed)
-    loader = open_data(config.data).loader("train", batch_size=config.data.batch_size, seed=seed)
-    train_steps(model, loader, steps=steps, lr=config.lr, weight_decay=config.weight_decay,
-                momentum=config.momentum, label_smoothing=config.label_smoothing, device=config.device,
-                bn_batches=config.bn_batches)
-
-
-def run_job(job: Job, config: TrainConfig) -> JobResult:
+def run_job(job: Job, config: ProxyTraining) -> JobResult:
     """Inherit, fine-tune, evaluate and save one proposal."""
     torch.set_num_threads(1)
     parent = load_checkpoint(job.parent)
@@ -130,12 +79,12 @@ def run_job(job: Job, config: TrainConfig) -> JobResult:
             train(child, config, steps=job.steps, seed=job.seed)
     except DivergedError as err:
         return JobResult(job.name, float("nan"), float("nan"), job.result, error=str(err))
-    top1, loss = accuracy(child, config)
+    top1, loss = score(child, config)
     save_checkpoint(job.result, job.spec, child.state_dict(), accuracy=top1, loss=loss)
     return JobResult(job.name, top1, loss, job.result)
 
 
-def run_jobs(jobs: list[Job], config: TrainConfig, *, workers: int = 1, progress: bool = True) -> list[JobResult]:
+def run_jobs(jobs: list[Job], config: ProxyTraining, *, workers: int = 1, progress: bool = True) -> list[JobResult]:
     """Run every job, in order of ``jobs``; a failed worker raises :class:`NasError` naming the job."""
     if workers < 1:
         raise NasError(f"workers must be at least 1, got {workers}")
@@ -150,7 +99,7 @@ def run_jobs(jobs: list[Job], config: TrainConfig, *, workers: int = 1, progress
         return _run_on_ray(jobs, config, workers=workers, bar=bar)
 
 
-def _run_on_ray(jobs: list[Job], config: TrainConfig, *, workers: int, bar: tqdm) -> list[JobResult]:
+def _run_on_ray(jobs: list[Job], config: ProxyTraining, *, workers: int, bar: tqdm) -> list[JobResult]:
     import ray
 
     if not ray.is_initialized():

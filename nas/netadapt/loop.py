@@ -22,13 +22,12 @@ from nas.analysis.plots import plot_netadapt_history
 from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.model import build_model
-from nas.netadapt.finetune import (
-    Job, JobResult, TrainConfig, accuracy, load_checkpoint, run_jobs, save_checkpoint, train,
-)
+from nas.netadapt.finetune import Job, JobResult, load_checkpoint, run_jobs, save_checkpoint
 from nas.netadapt.proposals import CachedLatency, LatencyFn, Proposal, propose, reduction_ms
 from nas.netadapt.rundir import RunDir
 from nas.netadapt.select import RULES, Outcome, select, slope
 from nas.netadapt.units import layer_widths
+from nas.train.proxy import ProxyTraining, score, train
 
 
 class TargetUnreachable(NasError):
@@ -86,12 +85,13 @@ class Result:
     history: tuple[dict[str, Any], ...]
 
 
-def netadapt(seed: ArchSpec, *, latency: LatencyFn, train_config: TrainConfig, settings: Settings, out: Path,
+def netadapt(seed: ArchSpec, *, latency: LatencyFn, training: ProxyTraining, settings: Settings, out: Path,
              seed_state: dict | None = None, workers: int = 1, progress: bool = True,
              identity: dict[str, Any] | None = None) -> Result:
     """Adapt ``seed`` until its predicted latency meets the target; results go to ``out``.
 
-    ``seed_state`` holds trained weights for the seed (else it is trained ``pretrain_steps``
+    ``training`` is the data and recipe of every fine-tune (a rerun must match it, the device
+    aside). ``seed_state`` holds trained weights for the seed (else it is trained ``pretrain_steps``
     from scratch). ``identity`` adds what else defines the run (latency target, checkpoint
     path) to the settings a rerun must match. ``workers > 1`` fine-tunes on a local Ray, started
     here if none is running (the caller shuts it down). Raises :class:`TargetUnreachable` after
@@ -101,12 +101,11 @@ def netadapt(seed: ArchSpec, *, latency: LatencyFn, train_config: TrainConfig, s
     latency = CachedLatency(latency)
     seed_ms = latency(seed)
     target = settings.target(seed_ms)
-    run.claim({"seed": seed.to_string(), "settings": asdict(settings), "data": asdict(train_config.data),
-               "recipe": {k: v for k, v in asdict(train_config).items() if k not in ("data", "device")},
-               **(identity or {})})
+    run.claim({"seed": seed.to_string(), "settings": asdict(settings),
+               "training": {k: v for k, v in asdict(training).items() if k != "device"}, **(identity or {})})
     history = run.read_table(run.history_csv, columns=("iteration", "latency_ms", "accuracy", "spec"))
     if not history:
-        history.append(_start(seed, seed_state, seed_ms, run, train_config, settings))
+        history.append(_start(seed, seed_state, seed_ms, run, training, settings))
         run.write_history(history)
     finished = int(history[-1]["iteration"])  # proposals of an iteration cut short are redone
     proposals_log = [row for row in run.read_table(run.proposals_csv, columns=("iteration",))
@@ -127,7 +126,7 @@ def netadapt(seed: ArchSpec, *, latency: LatencyFn, train_config: TrainConfig, s
             stuck = reduction
             break
         parent = Outcome(latency(current), float(history[-1]["accuracy"]))
-        results = _fine_tune(found, run, iteration, train_config, settings, workers, progress)
+        results = _fine_tune(found, run, iteration, training, settings, workers, progress)
         ok = [i for i, result in enumerate(results) if result.error is None]
         if not ok:
             raise NasError(f"iteration {iteration}: every proposal diverged ({results[0].error})")
@@ -146,7 +145,7 @@ def netadapt(seed: ArchSpec, *, latency: LatencyFn, train_config: TrainConfig, s
         current = proposal.spec
         say(f"iteration {iteration}: {proposal.unit.name} {proposal.old_width} -> {proposal.width}: "
             f"{proposal.latency_ms:.3f} ms, accuracy {result.accuracy:.4f} ({len(found)} proposals)")
-    final = _finish(run, history, train_config, settings, target, progress)
+    final = _finish(run, history, training, settings, target, progress)
     result = Result(spec=final["spec"], latency_ms=latency(final["spec"]), accuracy=final["accuracy"],
                     seed_ms=seed_ms, target_ms=target, reached=stuck is None, history=tuple(history))
     if stuck is not None:
@@ -157,7 +156,7 @@ def netadapt(seed: ArchSpec, *, latency: LatencyFn, train_config: TrainConfig, s
     return result
 
 
-def _start(seed: ArchSpec, state: dict | None, seed_ms: float, run: RunDir, config: TrainConfig,
+def _start(seed: ArchSpec, state: dict | None, seed_ms: float, run: RunDir, config: ProxyTraining,
            settings: Settings) -> dict[str, Any]:
     """Iteration 0: the seed (trained ``pretrain_steps`` unless weights were given), evaluated and saved."""
     torch.manual_seed(settings.seed)  # the seed's initial weights, when none are given
@@ -170,7 +169,7 @@ def _start(seed: ArchSpec, state: dict | None, seed_ms: float, run: RunDir, conf
             raise NasError(f"the checkpoint does not fit the architecture: {detail}") from None
     if settings.pretrain_steps > 0:
         train(model, config, steps=settings.pretrain_steps, seed=settings.seed)
-    top1, _ = accuracy(model, config)
+    top1, _ = score(model, config)
     save_checkpoint(run.checkpoint(0), seed, model.state_dict(), accuracy=top1)
     run.checkpoint(0).with_suffix(".json").write_text(seed.to_json(indent=2))
     return _history_row(0, "seed", 0, 0, seed, seed_ms, top1, 0.0, 0)
@@ -185,7 +184,7 @@ def _cap(found: list[Proposal], settings: Settings, iteration: int) -> list[Prop
     return [found[i] for i in keep]
 
 
-def _fine_tune(found: list[Proposal], run: RunDir, iteration: int, config: TrainConfig, settings: Settings,
+def _fine_tune(found: list[Proposal], run: RunDir, iteration: int, config: ProxyTraining, settings: Settings,
                workers: int, progress: bool) -> list[JobResult]:
     """Fine-tune every proposal, reusing those a killed run had already finished."""
     parent = run.checkpoint(iteration - 1)
@@ -205,7 +204,7 @@ def _fine_tune(found: list[Proposal], run: RunDir, iteration: int, config: Train
     return [results[i] for i in range(len(jobs))]
 
 
-def _finish(run: RunDir, history: list[dict[str, Any]], config: TrainConfig, settings: Settings,
+def _finish(run: RunDir, history: list[dict[str, Any]], config: ProxyTraining, settings: Settings,
             target: float, progress: bool) -> dict[str, Any]:
     """Write the final network (after the optional long-term fine-tune) and the plot."""
     last = load_checkpoint(run.checkpoint(int(history[-1]["iteration"])))
@@ -220,7 +219,7 @@ def _finish(run: RunDir, history: list[dict[str, Any]], config: TrainConfig, set
             if progress:
                 tqdm.write(f"long-term fine-tune: {settings.long_term_steps} steps")
             train(model, config, steps=settings.long_term_steps, seed=settings.seed + 1)
-            top1, _ = accuracy(model, config)
+            top1, _ = score(model, config)
             state = model.state_dict()
         save_checkpoint(run.final_checkpoint, spec, state, accuracy=top1,
                         long_term_steps=settings.long_term_steps)

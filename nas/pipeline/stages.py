@@ -106,15 +106,15 @@ def run_edits_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, latenc
 
 def run_netadapt_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, latency_model) -> dict[str, Any]:
     """Shrink the edited network to the reference network's predicted latency on the same target."""
-    from nas.netadapt.finetune import DataConfig, TrainConfig, open_data
     from nas.netadapt.loop import Settings, TargetUnreachable, netadapt
+    from nas.train.proxy import ProxyTraining, open_data
 
     stage = config.netadapt
     target_ms = describe(zoo.get(config.reference), latency_model, config.latency_resolution)["latency_ms"]
-    data = DataConfig(source=config.data, resolution=stage.resolution, seed=config.seed,
-                      synthetic_train=config.synthetic_train, synthetic_val=config.synthetic_val,
-                      batch_size=stage.batch_size)
-    classes = open_data(data).num_classes
+    training = ProxyTraining(data=config.data, resolution=stage.resolution, seed=config.seed,
+                             synthetic_train=config.synthetic_train, synthetic_val=config.synthetic_val,
+                             batch_size=stage.batch_size, lr=stage.lr, bn_batches=stage.bn_batches)
+    classes = open_data(training).num_classes
     seed = replace(seed, head=replace(seed.head, num_classes=classes))
     settings = Settings(target_ms=target_ms, delta_ratio=stage.delta_ratio, delta_decay=stage.delta_decay,
                         short_term_steps=stage.short_term_steps, long_term_steps=stage.long_term_steps,
@@ -125,8 +125,7 @@ def run_netadapt_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, lat
     reached = True
     try:
         result = netadapt(seed, latency=lambda spec: latency_model.predict(deployed(spec), resolution).ms,
-                          train_config=TrainConfig(data=data, lr=stage.lr, bn_batches=stage.bn_batches),
-                          settings=settings, out=folder, workers=stage.workers,
+                          training=training, settings=settings, out=folder, workers=stage.workers,
                           identity={"target": config.target, "resolution": resolution,
                                     "latency_classes": DEPLOY_CLASSES})
         spec, accuracy, iterations = result.spec, result.accuracy, len(result.history) - 1

@@ -12,9 +12,10 @@ from typing import Sequence
 from nas.cli import run
 from nas.errors import NasError
 from nas.search.controllers import CONTROLLERS, PPOSettings
-from nas.search.evaluate import ProxySettings, load_data
+from nas.search.evaluate import ProxySettings
 from nas.search.objectives import MODES, PRESETS, Objective
 from nas.search.runner import SearchConfig, default_out_dir, run_search
+from nas.train.proxy import open_data
 
 TARGETS = ("pixel-cpu", "host-cpu", "cuda")
 SPACES = ("mnasnet", "mobilenetv3")
@@ -116,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     proxy = ProxySettings(data=args.data, resolution=args.resolution, epochs=args.epochs, steps=args.steps,
                           batch_size=args.batch_size, bn_batches=args.bn_batches, lr=args.lr,
                           val_fraction=args.val_fraction, seed=args.seed, deploy_resolution=args.latency_resolution)
-    load_data(proxy)  # a bad --data fails before a run directory is announced (cached for the run)
+    open_data(proxy)  # a bad --data fails before a run directory is announced (cached for the run)
     from nas.latency.predict import get_latency_model
 
     latency_model = get_latency_model(args.target)

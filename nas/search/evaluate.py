@@ -13,7 +13,6 @@ the serial runner and a notebook evaluate the same way.
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from dataclasses import asdict, dataclass, replace
@@ -25,47 +24,33 @@ from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.model import build_model
 from nas.profile import profile
-from nas.train.data import ClassificationData, load_classification
 from nas.train.loop import DivergedError, evaluate, train_steps
+from nas.train.proxy import ProxyTraining, open_data
 
 
 @dataclass(frozen=True)
-class ProxySettings:
-    """How a candidate is trained. ``steps``, when set, replaces ``epochs`` (a count of SGD steps).
+class ProxySettings(ProxyTraining):
+    """How a candidate is trained: a :class:`~nas.train.proxy.ProxyTraining` with a budget.
 
-    ``bn_batches`` training batches re-estimate the BatchNorm statistics after training: a short
-    run leaves the running averages far behind the weights and would score every candidate badly.
+    ``steps``, when set, replaces ``epochs`` (a count of SGD steps). ``deploy_resolution`` is where
+    params and MAdds are counted. Training from scratch takes a larger batch and rate than
+    NetAdapt's fine-tuning, hence the other defaults.
     """
 
-    data: str = "synthetic"
-    resolution: int = 32
+    batch_size: int = 64
+    lr: float = 0.05
     epochs: float = 1.0
     steps: int | None = None
-    batch_size: int = 64
-    bn_batches: int = 20
-    lr: float = 0.05
-    weight_decay: float = 4e-5
-    label_smoothing: float = 0.0
-    val_fraction: float = 0.1
-    synthetic_train: int = 2000
-    synthetic_val: int = 500
-    seed: int = 0
     deploy_resolution: int = 224
-    device: str = "cpu"
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not (self.epochs > 0 and math.isfinite(self.epochs)):
             raise NasError(f"epochs must be positive, got {self.epochs}")
         if self.steps is not None and self.steps < 1:
             raise NasError(f"steps must be positive, got {self.steps}")
-        if self.bn_batches < 0:
-            raise NasError(f"bn_batches must be 0 or more, got {self.bn_batches}")
-        if self.batch_size < 1:
-            raise NasError(f"batch size must be positive, got {self.batch_size}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise NasError(f"learning rate must be positive, got {self.lr}")
-        if self.resolution < 8 or self.deploy_resolution < 8:
-            raise NasError("resolutions must be at least 8 pixels")
+        if self.deploy_resolution < 8:
+            raise NasError(f"deploy_resolution must be at least 8 pixels, got {self.deploy_resolution}")
 
     def step_count(self, train_images: int) -> int:
         if self.steps is not None:
@@ -109,22 +94,9 @@ class Evaluation:
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-@functools.lru_cache(maxsize=2)
-def _cached_data(source: str, resolution: int, val_fraction: float, seed: int, synthetic_train: int,
-                 synthetic_val: int) -> ClassificationData:
-    return load_classification(source, resolution=resolution, val_fraction=val_fraction, seed=seed,
-                               synthetic_train=synthetic_train, synthetic_val=synthetic_val)
-
-
-def load_data(settings: ProxySettings) -> ClassificationData:
-    """The proxy dataset, opened once per process (a Ray worker evaluates many candidates)."""
-    return _cached_data(settings.data, settings.resolution, settings.val_fraction, settings.seed,
-                        settings.synthetic_train, settings.synthetic_val)
-
-
 def evaluate_candidate(spec: ArchSpec, settings: ProxySettings) -> Evaluation:
     """Train ``spec`` from scratch on the proxy task and score it on the held-out validation split."""
-    data = load_data(settings)
+    data = open_data(settings)
     deployed = profile(spec, settings.deploy_resolution)
     trained = replace(spec, head=replace(spec.head, num_classes=data.num_classes))
     with torch.random.fork_rng(devices=[]):
@@ -132,11 +104,13 @@ def evaluate_candidate(spec: ArchSpec, settings: ProxySettings) -> Evaluation:
         model = build_model(trained)
         steps = settings.step_count(len(data.train))
         start = time.perf_counter()
+        # Not nas.train.proxy.train, which reseeds torch: here dropout and augmentation continue the
+        # stream that drew the initial weights, so searches stay reproducible against earlier runs.
         try:
             stats = train_steps(model, data.loader("train", batch_size=settings.batch_size, seed=settings.seed),
                                 steps=steps, lr=settings.lr, weight_decay=settings.weight_decay,
-                                label_smoothing=settings.label_smoothing, device=settings.device,
-                                bn_batches=settings.bn_batches)
+                                momentum=settings.momentum, label_smoothing=settings.label_smoothing,
+                                device=settings.device, bn_batches=settings.bn_batches)
         except DivergedError as err:
             return Evaluation.failed(str(err), kind="diverged", steps=steps,
                                      train_seconds=time.perf_counter() - start, params=deployed.params,

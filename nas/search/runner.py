@@ -34,8 +34,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.search.controllers import Controller, PPOSettings, Proposal, Result, make_controller
-from nas.search.evaluate import Evaluation, ProxySettings, evaluate_candidate, load_data
+from nas.search.evaluate import Evaluation, ProxySettings, evaluate_candidate
 from nas.search.objectives import Objective
+from nas.train.proxy import open_data
 
 STATE_FILE = "controller.pkl"
 CONFIG_FILE = "config.json"
@@ -443,7 +444,7 @@ def run_search(config: SearchConfig, *, latency_model=None, evaluator: Evaluator
         latency_model = get_latency_model(config.target)
     elif latency_model.target != config.target:
         raise NasError(f"latency model is for {latency_model.target!r}, not {config.target!r}")
-    load_data(config.proxy)  # a missing or unreadable dataset fails here, once, not in every worker
+    open_data(config.proxy)  # a missing or unreadable dataset fails here, once, not in every worker
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     _check_config(config)

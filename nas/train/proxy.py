@@ -1,0 +1,87 @@
+"""Proxy training: a short run of SGD on a classification dataset, scored on its held-out split.
+
+The search trains every candidate this way from scratch and NetAdapt fine-tunes every proposal
+this way from inherited weights, so both read one :class:`ProxyTraining`. Scores come from the
+validation split carved out of the training images, never from the test set.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import torch
+
+from nas.errors import NasError
+from nas.train.data import ClassificationData, load_classification
+from nas.train.loop import TrainStats, evaluate, train_steps
+
+
+@dataclass(frozen=True)
+class ProxyTraining:
+    """Which data (see :func:`nas.train.data.load_classification`) and which SGD recipe.
+
+    ``bn_batches`` training batches re-estimate the BatchNorm statistics after training: a short
+    run leaves the running averages far behind the weights and would score every network badly.
+    """
+
+    data: str = "synthetic"
+    resolution: int = 32
+    val_fraction: float = 0.1
+    seed: int = 0
+    synthetic_train: int = 2000
+    synthetic_val: int = 500
+    batch_size: int = 32
+    lr: float = 0.01
+    weight_decay: float = 4e-5
+    momentum: float = 0.9
+    label_smoothing: float = 0.0
+    bn_batches: int = 20
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.resolution < 8:
+            raise NasError(f"resolution must be at least 8 pixels, got {self.resolution}")
+        if self.batch_size < 1:
+            raise NasError(f"batch_size must be positive, got {self.batch_size}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise NasError(f"lr must be positive, got {self.lr}")
+        if self.bn_batches < 0:
+            raise NasError(f"bn_batches must be 0 or more, got {self.bn_batches}")
+
+
+def open_data(settings: ProxyTraining) -> ClassificationData:
+    """The dataset, opened once per process (a Ray worker trains many networks on it).
+
+    Keyed on the fields that define the data only, so settings that differ in the recipe share it.
+    """
+    return _open(settings.data, settings.resolution, settings.val_fraction, settings.seed,
+                 settings.synthetic_train, settings.synthetic_val)
+
+
+@functools.lru_cache(maxsize=2)
+def _open(source: str, resolution: int, val_fraction: float, seed: int, synthetic_train: int,
+          synthetic_val: int) -> ClassificationData:
+    return load_classification(source, resolution=resolution, val_fraction=val_fraction, seed=seed,
+                               synthetic_train=synthetic_train, synthetic_val=synthetic_val)
+
+
+def train(model: torch.nn.Module, settings: ProxyTraining, *, steps: int, seed: int) -> TrainStats:
+    """Train ``model`` in place for ``steps`` SGD steps; raises :class:`~nas.train.loop.DivergedError`.
+
+    ``seed`` fixes the batch order and torch's random draws (augmentation, dropout), so the
+    result does not depend on what ran before in this process (a Ray worker's state is arbitrary).
+    """
+    torch.manual_seed(seed)
+    loader = open_data(settings).loader("train", batch_size=settings.batch_size, seed=seed)
+    return train_steps(model, loader, steps=steps, lr=settings.lr, weight_decay=settings.weight_decay,
+                       momentum=settings.momentum, label_smoothing=settings.label_smoothing,
+                       device=settings.device, bn_batches=settings.bn_batches)
+
+
+def score(model: torch.nn.Module, settings: ProxyTraining) -> tuple[float, float]:
+    """Top-1 and mean loss on the held-out validation split."""
+    loader = open_data(settings).loader("val", batch_size=settings.batch_size)
+    result = evaluate(model, loader, device=settings.device)
+    return result.top1, result.loss
