@@ -14,7 +14,7 @@ from nas.pipeline.runner import run_pipeline, with_data
 
 EXAMPLE = """examples:
   python -m nas.pipeline experiments/mobilenetv3_small.yaml --quick       (minutes on 2 cores)
-  python -m nas.pipeline experiments/mobilenetv3_large.yaml --data ../shared/datasets/cifar10 --out runs/large
+  python -m nas.pipeline experiments/mobilenetv3_small_cifar10.yaml --data cifar10_jpg --out runs/small  (train/ + test/)
 rerun the same command with the same --out to resume: finished stages are skipped."""
 
 
