@@ -42,8 +42,8 @@ def _block(**changes) -> LatencyKey:
 
 def test_golden_latency_is_pinned(model):
     """The shipped coefficients price MobileNetV3-Large and MnasNet-A1 at 224 to these values."""
-    assert model.price_many(decompose(zoo.get("mobilenet_v3_large"), 224)).sum() == pytest.approx(62.5745, rel=1e-4)
-    assert model.price_many(decompose(zoo.get("mnasnet_a1"), 224)).sum() == pytest.approx(81.9929, rel=1e-4)
+    assert model.price_many(decompose(zoo.get("mobilenet_v3_large"), 224)).sum() == pytest.approx(63.4329, rel=1e-4)
+    assert model.price_many(decompose(zoo.get("mnasnet_a1"), 224)).sum() == pytest.approx(80.9591, rel=1e-4)
 
 
 @pytest.mark.parametrize("name", zoo.names())
@@ -150,6 +150,17 @@ def test_nnls_matches_the_unconstrained_solution_when_it_is_positive():
     assert (fit.nnls(a, -a @ truth) == 0).all()  # no non-negative x helps: all stay at zero
 
 
+def test_lad_fit_ignores_an_outlier_that_bends_least_squares():
+    rng = np.random.default_rng(1)
+    a = rng.uniform(0.1, 1, (21, 2))
+    truth = np.array([1.5, 0.5])
+    b = a @ truth
+    b[0] += 5.0  # one row far off the trend
+    assert fit.lad_nnls(a, b) == pytest.approx(truth, abs=1e-3)
+    assert np.abs(fit.nnls(a, b) - truth).max() > 0.05
+    assert (fit.lad_nnls(a, -b) == 0).all()
+
+
 # ---------------------------------------------------------------- the published check
 
 
@@ -157,12 +168,12 @@ def test_held_out_mnasnet_and_proxylessnas_figures(rows):
     summary = summarize(rows).set_index("set")
     held = summary.loc["held-out: mnasnet_a1"]
     assert held["n"] == 25
-    assert held["model_median_abs_pct"] <= 5.5
+    assert held["model_median_abs_pct"] <= 5.0
     assert held["model_spearman"] >= 0.98
-    # every held-out MnasNet row but one within 13 %; the exception, 0.75 x 96 (17 ms, slower than
+    # every held-out MnasNet row but one within 12.5 %; the exception, 0.75 x 96 (17 ms, slower than
     # its neighbours suggest), is missed by the MAdds baseline as well
     errors = rows.loc[rows["model"] == "mnasnet_a1", "error_pct"].abs().sort_values()
-    assert errors.iloc[-2] <= 13.0
+    assert errors.iloc[-2] <= 12.5
     assert abs(rows.loc[rows["model"] == "proxylessnas_mobile", "error_pct"].item()) <= 15.0
 
 
