@@ -31,7 +31,8 @@ def _check_run(out, seed, delta_ms, target_ms):
     assert history["iteration"].tolist() == list(range(len(history)))
     assert history["latency_ms"].iloc[-1] <= target_ms < history["latency_ms"].iloc[-2]
     cuts = -history["latency_ms"].diff().iloc[1:]
-    assert (cuts >= delta_ms - 1e-9).all() and (history["cut_ms"].iloc[1:] >= delta_ms - 1e-9).all()
+    assert (cuts >= history["step_ms"].iloc[1:] - 1e-9).all() and (cuts == history["cut_ms"].iloc[1:]).all()
+    assert (history["step_ms"].iloc[1:] >= delta_ms / 2 ** loop_module.STEP_HALVINGS - 1e-9).all()
     final = ArchSpec.from_json((out / "final_spec.json").read_text())
     assert final.to_string() == history["spec"].iloc[-1]
     assert len(final.layers) == len(seed.layers) and [l.op for l in final.layers] == [l.op for l in seed.layers]
@@ -114,6 +115,19 @@ def test_resume_after_a_kill_mid_iteration_matches_an_uninterrupted_run(tmp_path
     (out / "history.csv").write_text("garbage\n\x00\x01\n")
     with pytest.raises(NasError, match="corrupt table"):
         netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=out, progress=False)
+
+
+def test_the_step_halves_when_no_unit_can_cut_the_scheduled_one(tmp_path):
+    """No single unit of SMALL can cut 40 % of its latency (28 % at most): the run goes on at 20 %."""
+    seed_ms = toy_latency(SMALL)
+    settings = Settings(target_ratio=0.6, delta_ratio=0.4, short_term_steps=1, pretrain_steps=1, max_proposals=2)
+    result = netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=tmp_path, progress=False)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert result.reached and result.latency_ms <= 0.6 * seed_ms
+    steps = history["step_ms"].iloc[1:] / (0.4 * seed_ms)
+    assert steps.iloc[0] == pytest.approx(0.5)
+    assert set(steps.round(9)) <= {0.5, 0.25, 0.125}
+    assert (history["cut_ms"].iloc[1:] >= history["step_ms"].iloc[1:] - 1e-9).all()
 
 
 def test_an_unreachable_target_stops_with_a_message_and_keeps_the_best_network(tmp_path):

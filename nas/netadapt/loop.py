@@ -2,7 +2,10 @@
 
 Each iteration shrinks one unit of the current network so that its predicted latency drops
 by at least the scheduled reduction, fine-tunes every proposal for a few steps from inherited
-weights, and keeps the one with the best accuracy/latency trade-off. The run directory
+weights, and keeps the one with the best accuracy/latency trade-off. When no unit can cut the
+scheduled reduction any more (late in a run every unit is small), the iteration's step halves,
+up to :data:`STEP_HALVINGS` times, before the run stops as unreachable: a fixed schedule would
+otherwise stop a network that many units could still shrink by smaller steps. The run directory
 (:class:`~nas.netadapt.rundir.RunDir`) is updated after every iteration, so rerunning the
 same call resumes after the last finished one.
 """
@@ -28,6 +31,9 @@ from nas.netadapt.rundir import RunDir
 from nas.netadapt.select import RULES, Outcome, select, slope
 from nas.netadapt.units import layer_widths
 from nas.train.proxy import ProxyTraining, score, train
+
+
+STEP_HALVINGS = 3  # the smallest step tried is 1/8 of the scheduled one
 
 
 class TargetUnreachable(NasError):
@@ -118,13 +124,19 @@ def netadapt(seed: ArchSpec, *, latency: LatencyFn, training: ProxyTraining, set
     stuck = None
     while latency(current) > target:
         iteration = int(history[-1]["iteration"]) + 1
-        reduction = reduction_ms(seed_ms, ratio=settings.delta_ratio, decay=settings.delta_decay,
+        scheduled = reduction_ms(seed_ms, ratio=settings.delta_ratio, decay=settings.delta_decay,
                                  iteration=iteration)
-        found = _cap(propose(current, latency=latency, reduction=reduction, divisor=settings.divisor),
-                     settings, iteration)
+        for halvings in range(STEP_HALVINGS + 1):
+            reduction = scheduled / 2 ** halvings
+            found = _cap(propose(current, latency=latency, reduction=reduction, divisor=settings.divisor),
+                         settings, iteration)
+            if found:
+                break
         if not found:
             stuck = reduction
             break
+        if halvings:
+            say(f"iteration {iteration}: no unit can cut {scheduled:.3f} ms; step halved to {reduction:.3f} ms")
         parent = Outcome(latency(current), float(history[-1]["accuracy"]))
         results = _fine_tune(found, run, iteration, training, settings, workers, progress)
         ok = [i for i, result in enumerate(results) if result.error is None]
@@ -139,7 +151,7 @@ def netadapt(seed: ArchSpec, *, latency: LatencyFn, training: ProxyTraining, set
         run.write_proposals(proposals_log)
         history.append(_history_row(iteration, proposal.unit.name, proposal.old_width, proposal.width,
                                     proposal.spec, proposal.latency_ms, result.accuracy,
-                                    parent.latency_ms - proposal.latency_ms, len(found)))
+                                    parent.latency_ms - proposal.latency_ms, reduction, len(found)))
         run.write_history(history)
         run.clear_work(iteration)
         current = proposal.spec
@@ -172,7 +184,7 @@ def _start(seed: ArchSpec, state: dict | None, seed_ms: float, run: RunDir, conf
     top1, _ = score(model, config)
     save_checkpoint(run.checkpoint(0), seed, model.state_dict(), accuracy=top1)
     run.checkpoint(0).with_suffix(".json").write_text(seed.to_json(indent=2))
-    return _history_row(0, "seed", 0, 0, seed, seed_ms, top1, 0.0, 0)
+    return _history_row(0, "seed", 0, 0, seed, seed_ms, top1, 0.0, 0.0, 0)
 
 
 def _cap(found: list[Proposal], settings: Settings, iteration: int) -> list[Proposal]:
@@ -231,9 +243,9 @@ def _finish(run: RunDir, history: list[dict[str, Any]], config: ProxyTraining, s
 
 
 def _history_row(iteration: int, unit: str, old: int, new: int, spec: ArchSpec, latency_ms: float,
-                 top1: float, cut_ms: float, proposals: int) -> dict[str, Any]:
+                 top1: float, cut_ms: float, step_ms: float, proposals: int) -> dict[str, Any]:
     return {"iteration": iteration, "unit": unit, "old_width": old, "width": new, "latency_ms": latency_ms,
-            "cut_ms": cut_ms, "accuracy": top1, "proposals": proposals, "spec": spec.to_string(),
+            "cut_ms": cut_ms, "step_ms": step_ms, "accuracy": top1, "proposals": proposals, "spec": spec.to_string(),
             **layer_widths(spec)}
 
 
