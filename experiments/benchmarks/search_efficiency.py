@@ -115,13 +115,13 @@ def main(argv=None) -> int:
     proxy = ProxySettings(resolution=args.resolution, steps=args.steps, batch_size=32, bn_batches=4,
                           synthetic_train=1000, synthetic_val=250)
     evaluator = surrogate_evaluator if args.accuracy == "surrogate" else evaluate_candidate
+    objective = Objective(target_ms=target_ms)
     print(f"accuracy: {args.accuracy}; target {args.target}, T = {target_ms} ms; {args.trials} trials x "
           f"{len(args.seeds)} seeds per controller", flush=True)
     rows = []
     for controller in args.controllers:
         for seed in args.seeds:
             out = args.out / args.accuracy / f"{controller}-seed{seed}"
-            objective = Objective(target_ms=target_ms)
             config = SearchConfig(out=out, objective=objective, target=args.target,
                                   space=args.space, controller=controller, trials=args.trials, workers=args.workers,
                                   proxy=replace(proxy, seed=seed), seed=seed, population=args.population,
@@ -140,15 +140,14 @@ def main(argv=None) -> int:
                          "seconds": round(time.perf_counter() - start, 1)})
             if args.rescore:
                 rows[-1]["rescored_best"] = rescored_best(ok, args.rescore, args.rescore_seeds, proxy, objective)
-                print(rows[-1], flush=True)
     results = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     results.to_csv(args.out / f"{args.accuracy}_results.csv", index=False)
     print(results.to_string(index=False))
-    figures = ["best_reward", "mean_reward_last_half"] + (["rescored_best"] if args.rescore else [])
-    summary = results.groupby("controller")[figures].agg(["mean", "std"])
+    compared = ["best_reward", *(["rescored_best"] if args.rescore else [])]
+    summary = results.groupby("controller")[[*compared, "mean_reward_last_half"]].agg(["mean", "std"])
     print(summary.to_string())
-    for figure in ("best_reward", "rescored_best")[:1 + bool(args.rescore)]:
+    for figure in compared:
         random_best = results[results["controller"] == "random"].set_index("seed")[figure]
         for controller in args.controllers:
             if controller == "random" or random_best.empty:

@@ -136,7 +136,7 @@ def netadapt(seed: ArchSpec, *, latency: LatencyFn, training: ProxyTraining, set
             stuck = reduction
             break
         if halvings:
-            say(f"iteration {iteration}: no unit can cut {scheduled:.3f} ms; step halved to {reduction:.3f} ms")
+            say(f"iteration {iteration}: no unit can cut {scheduled:.3f} ms; step cut to {reduction:.3f} ms")
         parent = Outcome(latency(current), float(history[-1]["accuracy"]))
         results = _fine_tune(found, run, iteration, training, settings, workers, progress)
         ok = [i for i, result in enumerate(results) if result.error is None]
