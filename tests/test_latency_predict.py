@@ -4,6 +4,7 @@ import json
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -199,3 +200,26 @@ def test_cli_predict_json(tmp_path, capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["latency_ms"] == pytest.approx(1.1 * sum(data["per_key"].values()) + 0.5)
     assert data["estimated_keys"] == [] and data["target"] == "host-cpu"
+
+
+def test_cli_validate_measures_several_sets_in_one_window(tmp_path, capsys, monkeypatch):
+    import nas.latency.__main__ as cli
+
+    builds, sweeps = [], []
+    real_build, real_sweep = cli.build_table, cli.measure_networks
+    monkeypatch.setattr(cli, "build_table", lambda keys, *a, **kw: builds.append(len(keys)) or real_build(keys, *a, **kw))
+    monkeypatch.setattr(cli, "measure_networks",
+                        lambda specs, *a, **kw: sweeps.append(len(specs)) or real_sweep(specs, *a, **kw))
+    table_dir, out = tmp_path / "table", tmp_path / "out"
+    table_dir.mkdir()
+    Calibration().save(table_dir)  # identity: predictions are the key sums, no calibration run
+    argv = ["validate", "--space", "mnasnet", "mobilenetv3", "--samples", "2", "--resolution", "32",
+            "--table-dir", str(table_dir), "--out", str(out)]
+    frame = cli._validate(cli._parser().parse_args(argv))
+    assert len(builds) == 1 and sweeps == [4]  # both sets in one table build and one network sweep
+    assert list(frame["set"]) == ["mnasnet"] * 2 + ["mobilenetv3"] * 2
+    assert (frame["measured_ms"] > 0).all() and np.allclose(frame["predicted_ms"], frame["key_sum_ms"])
+    for space in ("mnasnet", "mobilenetv3"):
+        assert len(pd.read_csv(out / f"validate_host-cpu_{space}_32.csv")) == 2
+        assert (out / f"validate_host-cpu_{space}_32.png").stat().st_size > 0
+    assert "host-cpu mobilenetv3 (2 archs, 32px)" in capsys.readouterr().out

@@ -1,10 +1,12 @@
 """Benchmark: host-cpu latency prediction vs end-to-end measurement.
 
-Runs ``python -m nas.latency validate`` on N random architectures of each search space and on
-every zoo network (the zoo includes the calibration networks: in-sample), then prints the
-figures. Run it on a quiet machine; the table and calibration are built on demand first.
+Runs ``python -m nas.latency validate`` once on N random architectures of each search space and
+on every zoo network (the zoo includes the calibration networks: in-sample), then prints the
+figures. All sets are measured in one window (one table build, one interleaved network sweep).
+Run it on a quiet machine; the table and calibration are built on demand first.
 
-    python experiments/benchmarks/latency_accuracy.py [--samples 50] [--seed 1] [--out results/latency] [--recalibrate]
+    python experiments/benchmarks/latency_accuracy.py [--samples 50] [--seed 1] [--out results/latency]
+        [--table-dir DIR] [--recalibrate]
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from nas.cli import run
 from nas.latency.__main__ import main as latency_main
 from nas.latency.calibrate import accuracy
 
+SETS = ("mnasnet", "mobilenetv3", "zoo")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -26,16 +30,19 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("results/latency"))
+    parser.add_argument("--table-dir", type=Path, help="table folder (default latency_tables/host-cpu); a fresh "
+                        "folder makes the whole run one measurement window")
     parser.add_argument("--recalibrate", action="store_true",
                         help="refit the calibration on its networks measured alongside each set (validate --recalibrate)")
     args = parser.parse_args()
+    argv = ["validate", "--target", "host-cpu", "--space", *SETS, "--samples", str(args.samples), "--seed",
+            str(args.seed), "--resolution", str(args.resolution), "--threads", str(args.threads), "--out", str(args.out)]
+    argv += ["--table-dir", str(args.table_dir)] if args.table_dir else []
+    argv += ["--recalibrate"] if args.recalibrate else []
+    if run(latency_main, argv) != 0:
+        raise SystemExit(2)
     rows = []
-    for space in ("mnasnet", "mobilenetv3", "zoo"):
-        argv = ["validate", "--target", "host-cpu", "--space", space, "--samples", str(args.samples), "--seed",
-                str(args.seed), "--resolution", str(args.resolution), "--threads", str(args.threads),
-                "--out", str(args.out)] + (["--recalibrate"] if args.recalibrate else [])
-        if run(latency_main, argv) != 0:
-            raise SystemExit(2)
+    for space in SETS:
         frame = pd.read_csv(args.out / f"validate_host-cpu_{space}_{args.resolution}.csv")
         rows.append({"set": space, **accuracy(frame["predicted_ms"], frame["measured_ms"]),
                      "naive_within": accuracy(frame["key_sum_ms"], frame["measured_ms"])["within"]})

@@ -5,7 +5,7 @@ Examples::
     python -m nas.latency predict --target host-cpu mobilenet_v3_large --json
     python -m nas.latency build --target host-cpu --space mnasnet --samples 500
     python -m nas.latency measure mnasnet_a1
-    python -m nas.latency validate --target host-cpu --space mnasnet --samples 50 --out results/latency
+    python -m nas.latency validate --target host-cpu --space mnasnet mobilenetv3 zoo --samples 50 --out results/latency
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from nas.cli import run
 from nas.errors import NasError
 from nas.latency.calibrate import accuracy, fit_calibration
 from nas.latency.keys import decompose
-from nas.latency.measure import MEASURABLE_TARGETS, Protocol, build_table, measure_networks
-from nas.latency.predict import TARGETS, calibration_networks, default_table_dir, get_latency_model
+from nas.latency.measure import MEASURABLE_TARGETS, Protocol, Timing, build_table, measure_networks
+from nas.latency.predict import TARGETS, LatencyModel, calibration_networks, default_table_dir, get_latency_model
 
 SPACES = ("mnasnet", "mobilenetv3")
 
@@ -76,15 +76,16 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="predicted vs measured latency of random archs (CSV + PNG)")
     common(validate, TARGETS)
-    validate.add_argument("--space", choices=(*SPACES, "zoo"), default="mnasnet",
-                          help="sample from this space, or take every zoo network (default mnasnet)")
+    validate.add_argument("--space", choices=(*SPACES, "zoo"), nargs="+", default=["mnasnet"],
+                          help="sample from these spaces, or take every zoo network (default mnasnet); several "
+                               "sets are measured in one window: one table build, one interleaved network sweep")
     validate.add_argument("--samples", type=_positive, default=50, help="architectures (default 50)")
     validate.add_argument("--seed", type=int, default=1, help="sampling seed (default 1)")
     validate.add_argument("--resolution", type=_positive, default=224, help="input size (default 224)")
     validate.add_argument("--out", type=Path, default=Path("results/latency"), help="output folder")
     validate.add_argument("--recalibrate", action="store_true",
-                          help="measure the calibration networks in the same sweeps as the validated ones and refit "
-                               "on them (not saved): takes drift of a shared machine's load out of the comparison")
+                          help="build the calibration networks' keys and time them in the same window as the validated "
+                               "ones, and refit on them (not saved): takes a shared machine's drift out of the comparison")
     return parser
 
 
@@ -174,47 +175,67 @@ def _measure(args: argparse.Namespace) -> None:
 
 
 def _validate(args: argparse.Namespace) -> pd.DataFrame:
+    """Predicted vs measured latency per set, every set measured in the same window.
+
+    On a shared machine the speed of both keys and whole networks drifts by several per cent
+    over minutes; sets measured one after the other would each see another level. So the keys
+    of all sets (and of the calibration networks, with ``--recalibrate``) are built in one table
+    build whose passes spread over all of them, and all networks are timed in one interleaved
+    sweep.
+    """
     args.out.mkdir(parents=True, exist_ok=True)
     if args.target == "pixel-cpu":
         from nas.latency import pixel
 
-        if not hasattr(pixel, "validate_published"):
-            raise NasError("pixel-cpu validation (nas.latency.pixel.validate_published) is not available")
         rows = pixel.validate_published(args.out)
-        print(pixel.format_validation(rows))  # pixel-cpu wiring (pixel engineer)
+        print(pixel.format_validation(rows))
         print(f"wrote {args.out}/validation.csv, validation_summary.csv, validation.png")
         return rows
-    if args.space == "zoo":
-        names = list(zoo.names())
-        specs = [zoo.get(name) for name in names]
-    else:
-        specs = _sample(args.space, args.samples, args.seed)
-        names = [f"{args.space}-{args.seed}-{i}" for i in range(len(specs))]
-    model = get_latency_model(args.target, table_dir=args.table_dir, force=args.force, threads=args.threads)
-    key_sums = model.key_sums(specs, args.resolution)
+    sets: dict[str, tuple[list[str], list[ArchSpec]]] = {}
+    for space in dict.fromkeys(args.space):
+        if space == "zoo":
+            sets[space] = (list(zoo.names()), [zoo.get(name) for name in zoo.names()])
+        else:
+            specs = _sample(space, args.samples, args.seed)
+            sets[space] = ([f"{space}-{args.seed}-{i}" for i in range(len(specs))], specs)
     calibration = calibration_networks() if args.recalibrate else {}
+    specs = [spec for _, set_specs in sets.values() for spec in set_specs]
     together = [*specs, *calibration.values()]
-    order = np.random.default_rng(args.seed).permutation(len(together))  # calibration nets spread over the sweeps
-    shuffled = measure_networks([together[i] for i in order], args.resolution, target=args.target,
-                                protocol=Protocol(threads=args.threads))
+    table_dir = args.table_dir or default_table_dir(args.target, args.threads)
+    protocol = Protocol(threads=args.threads)
+    if args.target in MEASURABLE_TARGETS:
+        build_table([key for spec in together for key in decompose(spec, args.resolution)], table_dir,
+                    target=args.target, protocol=protocol, force=args.force)
+    model = get_latency_model(args.target, table_dir=table_dir, force=args.force, threads=args.threads)
+    order = np.random.default_rng(args.seed).permutation(len(together))  # sets and calibration nets interleaved
+    shuffled = measure_networks([together[i] for i in order], args.resolution, target=args.target, protocol=protocol)
     timings = [shuffled[j] for j in np.argsort(order)]
     if calibration:
-        cal_timings = timings[len(specs):]
         model.calibration = fit_calibration(model.key_sums(list(calibration.values()), args.resolution),
-                                            [t.ms for t in cal_timings])
+                                            [t.ms for t in timings[len(specs):]])
         print(f"recalibrated on {len(calibration)} networks measured alongside: ms = "
               f"{model.calibration.scale:.4f} * sum + {model.calibration.offset:.3f} (not saved)")
-        timings = timings[:len(specs)]
-    predicted = model.predict_many(specs, args.resolution)
-    frame = pd.DataFrame({"name": names, "predicted_ms": predicted, "key_sum_ms": key_sums,
-                          "measured_ms": [t.ms for t in timings],
-                          "spread_ms": [t.spread_ms for t in timings], "arch": [s.to_string() for s in specs]})
+    frames, start = [], 0
+    for space, (names, set_specs) in sets.items():
+        set_timings = timings[start:start + len(set_specs)]
+        start += len(set_specs)
+        frames.append(_report(model, args, space, names, set_specs, set_timings))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _report(model: LatencyModel, args: argparse.Namespace, space: str, names: list[str], specs: list[ArchSpec],
+            timings: list[Timing]) -> pd.DataFrame:
+    """One set's CSV, PNG and summary lines."""
+    frame = pd.DataFrame({"set": space, "name": names, "predicted_ms": model.predict_many(specs, args.resolution),
+                          "key_sum_ms": model.key_sums(specs, args.resolution),
+                          "measured_ms": [t.ms for t in timings], "spread_ms": [t.spread_ms for t in timings],
+                          "arch": [s.to_string() for s in specs]})
     frame["rel_error"] = (frame["predicted_ms"] - frame["measured_ms"]) / frame["measured_ms"]
-    stem = args.out / f"validate_{args.target}_{args.space}_{args.resolution}"
+    stem = args.out / f"validate_{args.target}_{space}_{args.resolution}"
     frame.to_csv(stem.with_suffix(".csv"), index=False)
     report = accuracy(frame["predicted_ms"], frame["measured_ms"])
-    _plot(frame, report, stem.with_suffix(".png"), f"{args.target}, {args.space}, {args.resolution}px")
-    print(f"{args.target} {args.space} ({len(frame)} archs, {args.resolution}px): "
+    _plot(frame, report, stem.with_suffix(".png"), f"{args.target}, {space}, {args.resolution}px")
+    print(f"{args.target} {space} ({len(frame)} archs, {args.resolution}px): "
           f"mean |err| {report['mean_abs_rel_error']:.1%}, median {report['median_abs_rel_error']:.1%}, "
           f"max {report['max_abs_rel_error']:.1%}, within ±10 %: {report['within']:.0%}, "
           f"Spearman {report['spearman']:.3f}")
