@@ -16,11 +16,11 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-import torch
 
 from nas import zoo
 from nas.cli import run
 from nas.errors import NasError
+from nas.train.device import check_device, default_device
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -36,7 +36,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resolution", type=int, help="default: the training resolution")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--no-ema", action="store_true", help="evaluate the raw weights, not their EMA")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", type=check_device, default=default_device(),
+                        help="cpu | cuda[:N] (default: cuda when available)")
     parser.add_argument("--json", type=Path, help="also write the result to this JSON file")
     return parser.parse_args(argv)
 

@@ -14,7 +14,7 @@ from nas import zoo
 from nas.cli import run
 from nas.errors import NasError
 from nas.pipeline.__main__ import main
-from nas.pipeline.config import load_config, parse_config, read_yaml
+from nas.pipeline.config import Execution, load_config, parse_config, read_yaml
 from nas.pipeline.edits import apply_edits, efficient_last_stage, hswish_late, output_strides, stem_16
 
 torch.set_num_threads(1)
@@ -59,14 +59,39 @@ def test_proxy_keys_set_once_at_top_level():
         parse_config(data)
 
 
+def test_device_is_an_execution_option_not_a_config_key():
+    data = read_yaml(SMALL)
+    data["search"]["proxy"]["device"] = "cuda"
+    with pytest.raises(NasError, match="search.proxy.device.*--device"):
+        parse_config(data)
+
+
+def test_execution_reaches_the_search_stage(tmp_path, monkeypatch):
+    import nas.search.runner
+    from nas.pipeline.stages import run_search_stage
+
+    seen = []
+
+    def fake_search(config, **kwargs):
+        seen.append(config)
+        raise NasError("stop here")
+
+    monkeypatch.setattr(nas.search.runner, "run_search", fake_search)
+    with pytest.raises(NasError, match="stop here"):
+        run_search_stage(load_config(SMALL), tmp_path, latency_model=None,
+                         execution=Execution(device="cuda:1", ray_address="ray://head:10001"))
+    assert seen[0].ray_address == "ray://head:10001" and seen[0].proxy.device == "cuda:1"
+
+
 def test_cli_errors_are_one_line(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
     typo = tmp_path / "typo.yaml"
     typo.write_text(SMALL.read_text().replace("trials: 48", "trails: 48"))
-    for path, message in ((tmp_path / "missing.yaml", "no such config file"), (bad, "not valid YAML"),
-                          (typo, "search.trails")):
-        assert run(main, [str(path), "--out", str(tmp_path / "out")]) == 2
+    for path, message, extra in ((tmp_path / "missing.yaml", "no such config file", []),
+                                 (bad, "not valid YAML", []), (typo, "search.trails", []),
+                                 (SMALL, "unknown device 'gpu'", ["--device", "gpu"])):
+        assert run(main, [str(path), "--out", str(tmp_path / "out"), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
 

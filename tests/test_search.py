@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from nas.arch import ArchSpec
 from nas.cli import run
@@ -125,6 +126,7 @@ def test_tiny_search_through_local_ray(tmp_path, pixel):
     (["--latency-target", "0"], "--latency-target must be a positive"),
     (["--data", "/no/such/dataset"], "no such dataset directory"),
     (["--controller", "rl", "--objective", "pareto"], "needs a scalar reward"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
 ])
 def test_bad_input_is_one_line_and_non_zero(tmp_path, capsys, argv, message):
     code = run(main, ["--out", str(tmp_path / "run"), "--workers", "0", *argv])
@@ -161,3 +163,22 @@ class _silent:
 
     def set_postfix_str(self, text, refresh=True):
         pass
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
+def test_cuda_device_without_a_gpu_is_one_line(tmp_path, capsys):
+    assert run(main, ["--out", str(tmp_path / "run"), "--workers", "0", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "no CUDA GPU" in err[-1]
+
+
+def test_device_is_not_part_of_a_runs_identity_and_cuda_trials_share_the_gpu(tmp_path):
+    from nas.search.runner import _trial_resources
+
+    objective = Objective(target_ms=20.0)
+    on_cpu = SearchConfig(out=tmp_path, objective=objective, workers=4)
+    on_gpu = replace(on_cpu, proxy=replace(on_cpu.proxy, device="cuda"))
+    assert on_cpu.fixed() == on_gpu.fixed() and "device" not in on_cpu.fixed()["proxy"]
+    assert on_cpu.fixed() != replace(on_cpu, proxy=replace(on_cpu.proxy, lr=0.1)).fixed()
+    assert _trial_resources(on_cpu) == {"cpu": 1}
+    assert _trial_resources(on_gpu) == {"cpu": 1, "gpu": 0.25}

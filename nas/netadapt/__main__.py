@@ -18,6 +18,7 @@ from nas.cli import run
 from nas.errors import NasError
 from nas.netadapt.loop import Settings, netadapt
 from nas.netadapt.select import RULES
+from nas.train.device import check_device, default_device
 from nas.train.proxy import ProxyTraining, open_data
 
 TARGETS = ("pixel-cpu", "host-cpu", "cuda")
@@ -81,7 +82,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="K",
                         help="proposals fine-tuned in parallel on a local Ray; 1 runs in this process "
                              "(default: number of CPUs)")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+    parser.add_argument("--device", type=check_device, default=default_device(),
                         help="training device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="data split, batch order and proposal draws")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Sequence
 
 from nas.cli import run
-from nas.pipeline.config import load_config
+from nas.pipeline.config import Execution, load_config
 from nas.pipeline.runner import run_pipeline, with_data
+from nas.train.device import check_device, default_device
 
 EXAMPLE = """examples:
   python -m nas.pipeline experiments/mobilenetv3_small.yaml --quick       (minutes on 2 cores)
@@ -32,6 +33,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", metavar="synthetic|PATH",
                         help="dataset for every stage: synthetic, an ImageFolder or CIFAR-10 directory "
                              "(default: the config's)")
+    parser.add_argument("--device", type=check_device, default=default_device(),
+                        help="training device of every stage: cpu | cuda[:N] (default: cuda when available)")
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="run the search stage's trials on this Ray cluster (nas must be installed on its "
+                             "nodes; default: a local Ray)")
     return parser.parse_args(argv)
 
 
@@ -40,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = with_data(load_config(args.config, quick=args.quick), args.data)
     out = args.out or Path("runs") / f"{args.config.stem}-{datetime.now():%Y%m%d-%H%M%S}"
     print(f"run directory {out}", file=sys.stderr)
-    run_pipeline(config, out)
+    run_pipeline(config, out, Execution(device=args.device, ray_address=args.ray_address))
     return 0
 
 

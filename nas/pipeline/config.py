@@ -81,6 +81,16 @@ class PipelineConfig:
     train: TrainStage = TrainStage()
 
 
+@dataclass(frozen=True)
+class Execution:
+    """Where a pipeline runs, not what it computes: given on the command line, kept out of the
+    claimed config, so a run may resume on another machine. ``ray_address`` is the Ray cluster
+    of the search stage (default: a local Ray); ``device`` trains every stage."""
+
+    device: str = "cpu"
+    ray_address: str | None = None
+
+
 def _build(cls: type, data: Any, where: str) -> Any:
     """``cls(**data)`` recursively, refusing unknown and missing keys with the key's full path."""
     if not isinstance(data, dict):
@@ -147,6 +157,9 @@ def parse_config(data: dict, *, quick: bool = False, source: str = "config") -> 
         if shared:
             raise NasError(f"config key 'search.proxy.{shared[0]}' is set at the top level for every stage "
                            f"({SHARED[shared[0]]})")
+        if isinstance(proxy, dict) and "device" in proxy:
+            raise NasError("config key 'search.proxy.device' is not part of an experiment: pass --device to "
+                           "python -m nas.pipeline")
     full = _build(PipelineConfig, data, "")
     small = _build(PipelineConfig, _merge(data, shrink), "quick.")  # a typo in quick fails without --quick too
     return small if quick else full

@@ -21,7 +21,7 @@ import pandas as pd
 from nas import zoo
 from nas.arch import ArchSpec
 from nas.errors import NasError
-from nas.pipeline.config import PipelineConfig
+from nas.pipeline.config import Execution, PipelineConfig
 from nas.pipeline.report import write_report
 from nas.pipeline.stages import (
     deployed, describe, read_done, run_edits_stage, run_netadapt_stage, run_search_stage, run_train_stage, say,
@@ -51,25 +51,25 @@ def _stage(folder: Path, run, *args):
     return run(*args)
 
 
-def run_pipeline(config: PipelineConfig, out: Path) -> Path:
+def run_pipeline(config: PipelineConfig, out: Path, execution: Execution = Execution()) -> Path:
     """Run (or resume) every stage; returns the report's path."""
     from nas.latency.predict import get_latency_model
 
     out = Path(out)
     _claim(config, out)
     latency_model = get_latency_model(config.target)
-    searched = _stage(out / "search", run_search_stage, config, out / "search", latency_model)
+    searched = _stage(out / "search", run_search_stage, config, out / "search", latency_model, execution)
     seed = ArchSpec.from_string(searched["spec"])
     edited = _stage(out / "manual_edits", run_edits_stage, config, out / "manual_edits", seed, latency_model)
     adapted = _stage(out / "netadapt", run_netadapt_stage, config, out / "netadapt",
-                     ArchSpec.from_string(edited["spec"]), latency_model)
+                     ArchSpec.from_string(edited["spec"]), latency_model, execution)
     found = ArchSpec.from_string(adapted["spec"])
     reference = zoo.get(config.reference)
     trained = {}
     for name, spec in (("found", found), (config.reference, reference)):
         folder = out / "train" / name
         say(f"train {name}: {config.train.epochs} epochs ({config.train.recipe})")
-        trained[name] = _stage(folder, run_train_stage, config, folder, spec)
+        trained[name] = _stage(folder, run_train_stage, config, folder, spec, execution)
 
     rows = []
     for name, spec in (("found", found), (config.reference, reference)):

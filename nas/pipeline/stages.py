@@ -20,7 +20,7 @@ from tqdm import tqdm
 from nas import zoo
 from nas.arch import ArchSpec
 from nas.errors import NasError
-from nas.pipeline.config import PipelineConfig
+from nas.pipeline.config import Execution, PipelineConfig
 from nas.pipeline.edits import apply_edits
 from nas.profile import profile
 
@@ -61,7 +61,7 @@ def describe(spec: ArchSpec, latency_model, resolution: int) -> dict[str, Any]:
             "madds": int(size.madds)}
 
 
-def run_search_stage(config: PipelineConfig, folder: Path, latency_model) -> dict[str, Any]:
+def run_search_stage(config: PipelineConfig, folder: Path, latency_model, execution: Execution) -> dict[str, Any]:
     """The seed: the best architecture of a platform-aware search, or the fixed ``seed_arch``."""
     stage = config.search
     folder.mkdir(parents=True, exist_ok=True)
@@ -75,10 +75,11 @@ def run_search_stage(config: PipelineConfig, folder: Path, latency_model) -> dic
 
     base = Objective.preset(stage.reward, target_ms=stage.target_ms)
     proxy = replace(stage.proxy, data=config.data, seed=config.seed, synthetic_train=config.synthetic_train,
-                    synthetic_val=config.synthetic_val, deploy_resolution=config.latency_resolution)
+                    synthetic_val=config.synthetic_val, deploy_resolution=config.latency_resolution,
+                    device=execution.device)
     search = SearchConfig(out=folder, objective=base, target=config.target, space=stage.space,
                           controller=stage.controller, trials=stage.trials, workers=stage.workers, proxy=proxy,
-                          seed=config.seed)
+                          seed=config.seed, ray_address=execution.ray_address)
     say(f"search: {stage.trials} trials in the {stage.space} space, T = {stage.target_ms} ms, "
         f"w = {base.alpha} ({stage.controller})")
     summary = run_search(search, latency_model=latency_model)
@@ -104,7 +105,8 @@ def run_edits_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, latenc
     return write_done(folder, {"steps": rows, "spec": rows[-1]["spec"]})
 
 
-def run_netadapt_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, latency_model) -> dict[str, Any]:
+def run_netadapt_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, latency_model,
+                       execution: Execution) -> dict[str, Any]:
     """Shrink the edited network to the reference network's predicted latency on the same target."""
     from nas.netadapt.loop import Settings, TargetUnreachable, netadapt
     from nas.train.proxy import ProxyTraining, open_data
@@ -113,7 +115,8 @@ def run_netadapt_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, lat
     target_ms = describe(zoo.get(config.reference), latency_model, config.latency_resolution)["latency_ms"]
     training = ProxyTraining(data=config.data, resolution=stage.resolution, seed=config.seed,
                              synthetic_train=config.synthetic_train, synthetic_val=config.synthetic_val,
-                             batch_size=stage.batch_size, lr=stage.lr, bn_batches=stage.bn_batches)
+                             batch_size=stage.batch_size, lr=stage.lr, bn_batches=stage.bn_batches,
+                             device=execution.device)
     classes = open_data(training).num_classes
     seed = replace(seed, head=replace(seed.head, num_classes=classes))
     settings = Settings(target_ms=target_ms, delta_ratio=stage.delta_ratio, delta_decay=stage.delta_decay,
@@ -143,7 +146,7 @@ def run_netadapt_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, lat
                                **describe(spec, latency_model, resolution)})
 
 
-def run_train_stage(config: PipelineConfig, folder: Path, spec: ArchSpec) -> dict[str, Any]:
+def run_train_stage(config: PipelineConfig, folder: Path, spec: ArchSpec, execution: Execution) -> dict[str, Any]:
     """Train one network from scratch with the stage's recipe (the same for found and reference)."""
     from nas.train.recipes import get_recipe
     from nas.train.trainer import CHECKPOINT, TrainConfig, fit
@@ -154,5 +157,5 @@ def run_train_stage(config: PipelineConfig, folder: Path, spec: ArchSpec) -> dic
                         epochs=stage.epochs, batch_size=stage.batch_size, resolution=stage.resolution,
                         seed=config.seed, synthetic_train=config.synthetic_train,
                         synthetic_val=config.synthetic_val)
-    result = fit(train, resume=(folder / CHECKPOINT).exists())
+    result = fit(train, resume=(folder / CHECKPOINT).exists(), device=execution.device)
     return write_done(folder, {"epochs": stage.epochs, "recipe": recipe.name, **result.final})

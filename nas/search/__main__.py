@@ -15,6 +15,7 @@ from nas.search.controllers import CONTROLLERS, PPOSettings
 from nas.search.evaluate import ProxySettings
 from nas.search.objectives import MODES, PRESETS, Objective
 from nas.search.runner import SearchConfig, default_out_dir, run_search
+from nas.train.device import check_device, default_device
 from nas.train.proxy import open_data
 
 TARGETS = ("pixel-cpu", "host-cpu", "cuda")
@@ -72,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=0.05, help="proxy training learning rate (default 0.05)")
     g.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of the training split held out to score candidates (default 0.1)")
+    g.add_argument("--device", type=check_device, default=default_device(),
+                   help="proxy training device (default: cuda if available, else cpu)")
 
     g = p.add_argument_group("execution and outputs")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -116,7 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise NasError(f"--latency-target must be a positive number of ms, got {args.latency_target}")
     proxy = ProxySettings(data=args.data, resolution=args.resolution, epochs=args.epochs, steps=args.steps,
                           batch_size=args.batch_size, bn_batches=args.bn_batches, lr=args.lr,
-                          val_fraction=args.val_fraction, seed=args.seed, deploy_resolution=args.latency_resolution)
+                          val_fraction=args.val_fraction, seed=args.seed, deploy_resolution=args.latency_resolution,
+                          device=args.device)
     open_data(proxy)  # a bad --data fails before a run directory is announced (cached for the run)
     from nas.latency.predict import get_latency_model
 

@@ -86,9 +86,12 @@ class SearchConfig:
         return "search" if self.storage is None else f"nas.search:{Path(self.out).name}"
 
     def fixed(self) -> dict[str, Any]:
-        """The settings a resumed run must share with the run that made the directory (JSON-able)."""
+        """The settings a resumed run must share with the run that made the directory (JSON-able).
+
+        The proxy's ``device`` is left out: where a candidate trains is how the run executes, like
+        ``workers``, so a run started on a GPU machine may resume on a CPU one."""
         data = asdict(self)
-        return json.loads(json.dumps({k: data[k] for k in _FIXED_SETTINGS}))
+        return _without_device(json.loads(json.dumps({k: data[k] for k in _FIXED_SETTINGS})))
 
 
 @dataclass(frozen=True)
@@ -116,13 +119,18 @@ def _check_config(config: SearchConfig) -> None:
         path.write_text(json.dumps({"fixed": current, "trials": config.trials}, indent=2))
         return
     try:
-        saved = json.loads(path.read_text())["fixed"]
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        saved = _without_device(json.loads(path.read_text())["fixed"])
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise NasError(f"{path} is unreadable ({err}); use a new --out directory") from None
     for key in _FIXED_SETTINGS:
         if saved.get(key) != current[key]:
             raise NasError(f"{config.out} holds a search with {key} = {saved.get(key)!r}, not {current[key]!r}; "
                            "rerun with the same settings to resume, or use a new --out directory")
+
+
+def _without_device(fixed: dict[str, Any]) -> dict[str, Any]:
+    proxy = {k: v for k, v in fixed.get("proxy", {}).items() if k != "device"}
+    return {**fixed, "proxy": proxy}
 
 
 def open_study(config: SearchConfig) -> optuna.Study:
@@ -264,6 +272,13 @@ def _ray_trial(config: dict[str, Any], settings: ProxySettings, evaluator: Evalu
     report(_evaluate_safely(evaluator, ArchSpec.from_string(config["arch"]), settings).to_dict())
 
 
+def _trial_resources(config: SearchConfig) -> dict[str, float]:
+    """One core per trial; on cuda the trials running at once share one GPU."""
+    if config.proxy.device.startswith("cuda"):
+        return {"cpu": 1, "gpu": 1 / max(config.workers, 1)}
+    return {"cpu": 1}
+
+
 def _trial_dirname(trial) -> str:
     return f"trial_{trial.config['number']:05d}"
 
@@ -336,7 +351,7 @@ def _run_ray(driver: Driver) -> None:
         searcher = ControllerSearcher()
         trainable = tune.with_parameters(_ray_trial, settings=config.proxy, evaluator=driver.evaluator)
         tuner = tune.Tuner(
-            tune.with_resources(trainable, {"cpu": 1}),
+            tune.with_resources(trainable, _trial_resources(config)),
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1,
                                         max_concurrent_trials=config.workers, reuse_actors=True,
                                         trial_dirname_creator=_trial_dirname),

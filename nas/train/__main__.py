@@ -20,6 +20,7 @@ from typing import Sequence
 
 from nas import zoo
 from nas.cli import run
+from nas.train.device import check_device
 from nas.train.recipes import RECIPES, get_recipe
 from nas.train.trainer import TASKS, TrainConfig, fit
 
@@ -46,7 +47,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
-    parser.add_argument("--device", help="cpu | cuda (default: cuda when available)")
+    parser.add_argument("--device", type=check_device, help="cpu | cuda[:N] (default: cuda when available)")
     parser.add_argument("--segmentation-head", choices=("lraspp", "fcn"), default="lraspp")
     parser.add_argument("--output-stride", type=int, choices=(8, 16), default=16)
     parser.add_argument("--reduced-tail", action="store_true", help="halve the last stage (segmentation)")
