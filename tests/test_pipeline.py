@@ -131,6 +131,14 @@ def test_efficient_last_stage_pools_before_the_wide_layer():
         efficient_last_stage(edited)
 
 
+@pytest.mark.parametrize("width, pre_pool", [(40, 240), (400, 1280)])
+def test_efficient_last_stage_without_a_removable_block_never_widens(width, pre_pool):
+    seed = zoo.get("mnasnet_a1")
+    last = replace(seed.layers[-1], op="conv", exp=width, out=width, residual=False)
+    edited = efficient_last_stage(replace(seed, layers=(*seed.layers[:-1], last)))
+    assert edited.layers[-1] == last and (edited.head.channels, edited.head.hidden) == (pre_pool, 1280)
+
+
 def test_edits_make_mnasnet_a1_look_like_v3_large_and_cheaper():
     from nas.latency.predict import get_latency_model
 

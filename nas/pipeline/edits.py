@@ -45,8 +45,10 @@ def efficient_last_stage(spec: ArchSpec) -> ArchSpec:
     """Pool before the wide layer: the head becomes ``1x1 conv (expanded) -> pool -> 1x1 hidden``.
 
     A final stride-1 inverted residual is removed and its expanded width becomes the head's
-    pre-pool conv; otherwise the pre-pool conv is six times the last width (MobileNetV3's ratio).
-    The old head's wide layer (1280) becomes the hidden layer after pooling.
+    pre-pool conv; otherwise the pre-pool conv is six times the last width (MobileNetV3's ratio),
+    at most the old head's width: the edit exists to make the last stage cheaper, and a seed
+    ending in a wide regular conv (400 -> 2400) would otherwise get a wider layer at 7x7. The old
+    head's wide layer (1280) becomes the hidden layer after pooling.
     """
     if spec.head.efficient:
         raise NasError("efficient_last_stage: the head is already MobileNetV3's efficient last stage")
@@ -55,7 +57,7 @@ def efficient_last_stage(spec: ArchSpec) -> ArchSpec:
     if last.op == "ir" and last.stride == 1 and len(layers) > 1:
         channels, layers = last.exp, layers[:-1]
     else:
-        channels = make_divisible(6 * last.out, 8)
+        channels = min(make_divisible(6 * last.out, 8), spec.head.channels)
     head = replace(spec.head, channels=channels, hidden=spec.head.channels, act="hswish")
     return replace(spec, layers=layers, head=head)
 
