@@ -180,5 +180,19 @@ def test_device_is_not_part_of_a_runs_identity_and_cuda_trials_share_the_gpu(tmp
     on_gpu = replace(on_cpu, proxy=replace(on_cpu.proxy, device="cuda"))
     assert on_cpu.fixed() == on_gpu.fixed() and "device" not in on_cpu.fixed()["proxy"]
     assert on_cpu.fixed() != replace(on_cpu, proxy=replace(on_cpu.proxy, lr=0.1)).fixed()
-    assert _trial_resources(on_cpu) == {"cpu": 1}
-    assert _trial_resources(on_gpu) == {"cpu": 1, "gpu": 0.25}
+    assert _trial_resources(on_cpu, local_gpus=2) == {"cpu": 1}
+    assert _trial_resources(on_gpu, local_gpus=1) == {"cpu": 1, "gpu": 0.25}
+    assert _trial_resources(on_gpu, local_gpus=8) == {"cpu": 1, "gpu": 1.0}
+    assert _trial_resources(replace(on_gpu, ray_address="auto"), local_gpus=0) == {"cpu": 1, "gpu": 1}
+
+
+def test_device_names_are_checked_and_cuda_only_where_the_work_runs():
+    from nas.train.device import check_device
+
+    with pytest.raises(NasError, match="unknown device 'gpu'"):
+        check_device("gpu", here=False)
+    assert check_device("cuda:3", here=False) == "cuda:3"  # a cluster's nodes may have what this one lacks
+    assert check_device("cpu") == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(NasError, match="no CUDA GPU"):
+            check_device("cuda")

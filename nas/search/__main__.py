@@ -73,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=0.05, help="proxy training learning rate (default 0.05)")
     g.add_argument("--val-fraction", type=float, default=0.1,
                    help="share of the training split held out to score candidates (default 0.1)")
-    g.add_argument("--device", type=check_device, default=default_device(),
+    g.add_argument("--device", default=default_device(),
                    help="proxy training device (default: cuda if available, else cpu)")
 
     g = p.add_argument_group("execution and outputs")
@@ -115,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _choose(args.target, TARGETS, "target")
     _choose(args.space, SPACES, "search space")
     _choose(args.controller, CONTROLLERS, "controller")
+    check_device(args.device, here=args.ray_address is None)
     if args.latency_target is not None and not args.latency_target > 0:
         raise NasError(f"--latency-target must be a positive number of ms, got {args.latency_target}")
     proxy = ProxySettings(data=args.data, resolution=args.resolution, epochs=args.epochs, steps=args.steps,

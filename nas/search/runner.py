@@ -272,11 +272,20 @@ def _ray_trial(config: dict[str, Any], settings: ProxySettings, evaluator: Evalu
     report(_evaluate_safely(evaluator, ArchSpec.from_string(config["arch"]), settings).to_dict())
 
 
-def _trial_resources(config: SearchConfig) -> dict[str, float]:
-    """One core per trial; on cuda the trials running at once share one GPU."""
-    if config.proxy.device.startswith("cuda"):
-        return {"cpu": 1, "gpu": 1 / max(config.workers, 1)}
-    return {"cpu": 1}
+def _trial_resources(config: SearchConfig, local_gpus: int = 0) -> dict[str, float]:
+    """One core per trial; on cuda, a local run spreads its concurrent trials over this machine's
+    GPUs (several trials share one: proxy networks are small), a cluster gives each trial a GPU."""
+    if not config.proxy.device.startswith("cuda"):
+        return {"cpu": 1}
+    if config.ray_address:
+        return {"cpu": 1, "gpu": 1}
+    return {"cpu": 1, "gpu": min(1.0, max(local_gpus, 1) / max(config.workers, 1))}
+
+
+def _local_gpus() -> int:
+    import torch
+
+    return torch.cuda.device_count()
 
 
 def _trial_dirname(trial) -> str:
@@ -351,7 +360,7 @@ def _run_ray(driver: Driver) -> None:
         searcher = ControllerSearcher()
         trainable = tune.with_parameters(_ray_trial, settings=config.proxy, evaluator=driver.evaluator)
         tuner = tune.Tuner(
-            tune.with_resources(trainable, _trial_resources(config)),
+            tune.with_resources(trainable, _trial_resources(config, _local_gpus())),
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1,
                                         max_concurrent_trials=config.workers, reuse_actors=True,
                                         trial_dirname_creator=_trial_dirname),

@@ -19,11 +19,13 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def check_device(name: str) -> str:
-    """``name`` if this machine can train on it, else :class:`NasError`."""
+def check_device(name: str, *, here: bool = True) -> str:
+    """``name`` if it names a device (and, with ``here``, this machine can train on it), else
+    :class:`NasError`. ``here=False`` (work sent to a Ray cluster) checks the name only: the
+    cluster's nodes may have GPUs that the machine driving it lacks."""
     if not _DEVICE.fullmatch(name):
         raise NasError(f"unknown device {name!r}; use cpu, cuda or cuda:N")
-    if name.startswith("cuda"):
+    if here and name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise NasError(f"device {name!r} requested, but torch sees no CUDA GPU here (use --device cpu)")
         index = int(name.partition(":")[2] or 0)
