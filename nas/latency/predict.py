@@ -45,8 +45,8 @@ TABLES_ROOT = Path(__file__).resolve().parents[2] / "latency_tables"
 # window, random space networks ran 5-8 % slower than their key sums where the zoo ran 0-3 % slower.
 # Twelve per space, not four: refitting run D's measurements (latency_tables/README.md) on the zoo
 # and k random networks of each space, and checking on the other 50 - k, put 94 / 97 % (k = 4)
-# and 97 / 98 % (k = 12) of the MnasNet / MobileNetV3 sets within +-10 % (mean of 200 draws). The space samples use
-# their own seed; `validate` draws with --seed (default 1).
+# and 97 / 98 % (k = 12) of the MnasNet / MobileNetV3 sets within +-10 % (mean of 200 draws).
+# The space samples use their own seed; `validate` draws with --seed (default 1).
 CALIBRATION_NETWORKS = ("mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v3_large_050", "mnasnet_a1",
                         "mnasnet_b1", "mobilenet_v2")
 CALIBRATION_SPACES = ("mnasnet", "mobilenetv3")

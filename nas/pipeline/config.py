@@ -15,6 +15,7 @@ import yaml
 
 from nas.errors import NasError
 from nas.search.evaluate import ProxySettings
+from nas.train.device import default_device
 
 
 # Proxy settings shared by every stage, set once at the top level (name there).
@@ -85,9 +86,10 @@ class PipelineConfig:
 class Execution:
     """Where a pipeline runs, not what it computes: given on the command line, kept out of the
     claimed config, so a run may resume on another machine. ``ray_address`` is the Ray cluster
-    of the search stage (default: a local Ray); ``device`` trains every stage."""
+    of the search stage (default: a local Ray); ``device`` trains every stage (default: cuda
+    where torch sees a GPU, as ``nas.train.fit`` chooses)."""
 
-    device: str = "cpu"
+    device: str = field(default_factory=default_device)
     ray_address: str | None = None
 
 

@@ -51,10 +51,11 @@ def _stage(folder: Path, run, *args):
     return run(*args)
 
 
-def run_pipeline(config: PipelineConfig, out: Path, execution: Execution = Execution()) -> Path:
+def run_pipeline(config: PipelineConfig, out: Path, execution: Execution | None = None) -> Path:
     """Run (or resume) every stage; returns the report's path."""
     from nas.latency.predict import get_latency_model
 
+    execution = execution or Execution()
     out = Path(out)
     _claim(config, out)
     latency_model = get_latency_model(config.target)

@@ -32,6 +32,7 @@ from nas.errors import NasError
 from nas.model import build_model
 from nas.train.cityscapes import load_cityscapes
 from nas.train.data import load_classification
+from nas.train.device import default_device
 from nas.train.ema import ModelEma, ema_decay
 from nas.train.loop import DivergedError, check_loss, evaluate
 from nas.train.recipes import Recipe, learning_rate, make_optimizer
@@ -205,7 +206,7 @@ def fit(config: TrainConfig, *, resume: bool = False, progress: bool = True, dev
         raise NasError("epochs and batch size must be positive")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device or default_device()
     if world > 1:
         if config.batch_size % world:
             raise NasError(f"--batch-size {config.batch_size} is not divisible by the {world} processes")
