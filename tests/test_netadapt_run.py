@@ -162,9 +162,11 @@ def test_ray_workers_match_the_in_process_path_and_report_a_failed_worker(tmp_pa
         for a, b in zip(local, remote):
             state_a, state_b = load_checkpoint(a.path)["state_dict"], load_checkpoint(b.path)["state_dict"]
             assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
-        broken = Job("exp[2]", children[0], tmp_path / "missing.pt", tmp_path / "x.pt", 1, 0)
-        with pytest.raises(NasError, match=r"proposal exp\[2\]: fine-tuning worker failed"):
+        other_blocks = ArchSpec.from_string(SMALL.to_string().replace("conv_k3_s2_e32_c32", "ir_k3_s2_e32_c32"))
+        broken = Job("exp[2]", other_blocks, parent, tmp_path / "x.pt", 1, 0)
+        with pytest.raises(NasError, match=r"proposal exp\[2\]: fine-tuning worker failed: .*cannot inherit"):
             run_jobs([jobs[2], broken], TINY, workers=2, progress=False)
+        assert not (tmp_path / "x.pt").exists()
     finally:
         ray.shutdown()
 

@@ -66,21 +66,32 @@ def test_device_is_an_execution_option_not_a_config_key():
         parse_config(data)
 
 
-def test_execution_reaches_the_search_stage(tmp_path, monkeypatch):
+def test_execution_reaches_the_search_and_netadapt_stages(tmp_path, monkeypatch):
+    import nas.netadapt.loop
     import nas.search.runner
-    from nas.pipeline.stages import run_search_stage
+    from nas.latency.predict import get_latency_model
+    from nas.pipeline.stages import run_netadapt_stage, run_search_stage
 
-    seen = []
+    seen = {}
 
-    def fake_search(config, **kwargs):
-        seen.append(config)
-        raise NasError("stop here")
+    def stop_here(name):
+        def fake(*args, **kwargs):
+            seen[name] = (args, kwargs)
+            raise NasError("stop here")
+        return fake
 
-    monkeypatch.setattr(nas.search.runner, "run_search", fake_search)
+    monkeypatch.setattr(nas.search.runner, "run_search", stop_here("search"))
+    monkeypatch.setattr(nas.netadapt.loop, "netadapt", stop_here("netadapt"))
+    execution = Execution(device="cuda:1", ray_address="ray://head:10001")
     with pytest.raises(NasError, match="stop here"):
-        run_search_stage(load_config(SMALL), tmp_path, latency_model=None,
-                         execution=Execution(device="cuda:1", ray_address="ray://head:10001"))
-    assert seen[0].ray_address == "ray://head:10001" and seen[0].proxy.device == "cuda:1"
+        run_search_stage(load_config(SMALL), tmp_path, latency_model=None, execution=execution)
+    with pytest.raises(NasError, match="stop here"):
+        run_netadapt_stage(load_config(SMALL), tmp_path, zoo.get("mobilenet_v3_small"), get_latency_model("pixel-cpu"),
+                           execution=execution)
+    search = seen["search"][0][0]
+    assert search.ray_address == "ray://head:10001" and search.proxy.device == "cuda:1"
+    netadapt = seen["netadapt"][1]
+    assert netadapt["ray_address"] == "ray://head:10001" and netadapt["training"].device == "cuda:1"
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -98,12 +98,9 @@ def test_resume_with_other_settings_is_refused(tmp_path, pixel):
 def test_tiny_search_through_local_ray(tmp_path, pixel):
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary = run_search(config(tmp_path, controller="tpe", trials=3, workers=2), latency_model=pixel,
-                             progress_factory=_silent)
-    finally:
-        ray.shutdown()
+    summary = run_search(config(tmp_path, controller="tpe", trials=3, workers=2), latency_model=pixel,
+                         progress_factory=_silent)
+    assert not ray.is_initialized()  # the Ray the search started is shut down with it
     table = pd.read_parquet(tmp_path / "trials.parquet")
     assert summary.complete and sorted(table["trial_id"]) == [0, 1, 2]
     assert (table["status"] == "ok").all() and table["accuracy"].between(0, 1).all()
@@ -126,6 +123,8 @@ def test_tiny_search_through_local_ray(tmp_path, pixel):
     (["--data", "/no/such/dataset"], "no such dataset directory"),
     (["--controller", "rl", "--objective", "pareto"], "needs a scalar reward"),
     (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--ray-address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1: Connection refused"),
+    (["--ray-address", "head"], "malformed Ray address 'head'"),
 ])
 def test_bad_input_is_one_line_and_non_zero(tmp_path, capsys, argv, message):
     code = run(main, ["--out", str(tmp_path / "run"), "--workers", "0", *argv])

@@ -15,6 +15,7 @@ import torch
 from nas import zoo
 from nas.arch import ArchSpec
 from nas.cli import run
+from nas.cluster import probe
 from nas.errors import NasError
 from nas.netadapt.loop import Settings, netadapt
 from nas.netadapt.select import RULES
@@ -80,8 +81,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--synthetic-val", type=int, default=500, metavar="N",
                         help="synthetic held-out images (default: 500)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="K",
-                        help="proposals fine-tuned in parallel on a local Ray; 1 runs in this process "
-                             "(default: number of CPUs)")
+                        help="proposals fine-tuned in parallel on a local Ray; 1 runs in this process; with "
+                             "--ray-address the cluster's CPUs decide (default: number of CPUs)")
+    parser.add_argument("--ray-address", metavar="ADDRESS",
+                        help="fine-tune the proposals on this Ray cluster (nas, and --data unless synthetic, "
+                             "must be on its nodes; default: a local Ray of --workers CPUs)")
     parser.add_argument("--device", type=check_device, default=default_device(),
                         help="training device (default: cuda if available, else cpu)")
     parser.add_argument("--seed", type=int, default=0, help="data split, batch order and proposal draws")
@@ -131,12 +135,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                         divisor=args.divisor, max_proposals=args.max_proposals, seed=args.seed)
     if args.workers < 1:
         raise NasError(f"--workers must be at least 1, got {args.workers}")
+    if args.ray_address:
+        probe(args.ray_address)
     identity = {"target": args.target, "resolution": args.resolution,
                 "checkpoint": str(args.checkpoint.resolve()) if args.checkpoint else None}
     try:
         result = netadapt(seed, latency=latency_function(args.target, args.resolution),
                           training=training, settings=settings, out=args.out, seed_state=state, workers=args.workers,
-                          progress=not args.quiet, identity=identity)
+                          ray_address=args.ray_address, progress=not args.quiet, identity=identity)
     finally:
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
             sys.modules["ray"].shutdown()

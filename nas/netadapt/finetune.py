@@ -1,9 +1,11 @@
-"""Short-term fine-tuning of proposals, in this process or in parallel on a local Ray.
+"""Short-term fine-tuning of proposals: in this process, on a local Ray, or on a Ray cluster.
 
-A :class:`Job` names files, not tensors: the worker reads the parent checkpoint, builds the
-child with inherited weights, fine-tunes it, evaluates it on the held-out split and writes
-the result file itself (atomically). Workers thus exchange only paths, and a run killed
-mid-iteration keeps every proposal that had finished.
+A :class:`Job` names files: the parent checkpoint and the result file. This process reads the
+parent once and, on Ray, ships its weights to the workers through the object store; each worker
+builds the child with inherited weights, fine-tunes it, evaluates it on the held-out split and
+returns the child's weights, which this process writes (atomically) as each one arrives. Workers
+thus need no shared filesystem, and a run killed mid-iteration keeps every proposal that had
+finished.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from nas.arch import ArchSpec
+from nas.cluster import start_ray
 from nas.errors import NasError
 from nas.model import build_model
 from nas.netadapt.inherit import inherit
@@ -67,10 +70,13 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return {**data, "spec": ArchSpec.from_json(data["spec"])}
 
 
-def run_job(job: Job, config: ProxyTraining) -> JobResult:
-    """Inherit, fine-tune, evaluate and save one proposal."""
+def fine_tune(job: Job, config: ProxyTraining, parent: dict[str, Any]) -> tuple[JobResult, dict | None]:
+    """Inherit from ``parent`` (a loaded checkpoint), fine-tune and evaluate, in memory.
+
+    Returns the result and the child's weights (None if it diverged); nothing is read or written,
+    so this runs on any Ray node, shared filesystem or not.
+    """
     torch.set_num_threads(1)
-    parent = load_checkpoint(job.parent)
     model = build_model(parent["spec"])
     model.load_state_dict(parent["state_dict"])
     child = inherit(model, job.spec)
@@ -78,46 +84,63 @@ def run_job(job: Job, config: ProxyTraining) -> JobResult:
         if job.steps > 0:
             train(child, config, steps=job.steps, seed=job.seed)
     except DivergedError as err:
-        return JobResult(job.name, float("nan"), float("nan"), job.result, error=str(err))
+        return JobResult(job.name, float("nan"), float("nan"), job.result, error=str(err)), None
     top1, loss = score(child, config)
-    save_checkpoint(job.result, job.spec, child.state_dict(), accuracy=top1, loss=loss)
-    return JobResult(job.name, top1, loss, job.result)
+    return JobResult(job.name, top1, loss, job.result), {k: v.detach().cpu() for k, v in child.state_dict().items()}
 
 
-def run_jobs(jobs: list[Job], config: ProxyTraining, *, workers: int = 1, progress: bool = True) -> list[JobResult]:
-    """Run every job, in order of ``jobs``; a failed worker raises :class:`NasError` naming the job."""
+def _save(job: Job, result: JobResult, state: dict | None) -> JobResult:
+    if state is not None:
+        save_checkpoint(job.result, job.spec, state, accuracy=result.accuracy, loss=result.loss)
+    return result
+
+
+def run_job(job: Job, config: ProxyTraining) -> JobResult:
+    """Inherit, fine-tune, evaluate and save one proposal, in this process."""
+    return _save(job, *fine_tune(job, config, load_checkpoint(job.parent)))
+
+
+def run_jobs(jobs: list[Job], config: ProxyTraining, *, workers: int = 1, ray_address: str | None = None,
+             progress: bool = True) -> list[JobResult]:
+    """Run every job, in order of ``jobs``; a failed worker raises :class:`NasError` naming the job.
+
+    ``workers > 1`` fine-tunes on a local Ray of that many CPUs; ``ray_address`` on that cluster
+    (each result is saved here as it arrives, so a kill keeps every finished proposal).
+    """
     if workers < 1:
         raise NasError(f"workers must be at least 1, got {workers}")
     bar = tqdm(total=len(jobs), desc="fine-tune proposals", unit="proposal", disable=not progress, leave=False)
     with bar:
-        if workers == 1 or len(jobs) <= 1:
+        if ray_address is None and (workers == 1 or len(jobs) <= 1):
             results = []
             for job in jobs:
                 results.append(run_job(job, config))
                 bar.update()
             return results
-        return _run_on_ray(jobs, config, workers=workers, bar=bar)
+        return _run_on_ray(jobs, config, workers=workers, address=ray_address, bar=bar)
 
 
-def _run_on_ray(jobs: list[Job], config: ProxyTraining, *, workers: int, bar: tqdm) -> list[JobResult]:
+def _run_on_ray(jobs: list[Job], config: ProxyTraining, *, workers: int, address: str | None,
+                bar: tqdm) -> list[JobResult]:
     import ray
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                 configure_logging=False)
-    gpus = 1 / workers if config.device.startswith("cuda") else 0
-    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(run_job)
-    pending = {task.remote(job, config): i for i, job in enumerate(jobs)}
+    start_ray(workers, address)
+    on_gpu = config.device.startswith("cuda")
+    gpus = (1 if address else 1 / workers) if on_gpu else 0
+    task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(fine_tune)
+    parents = {path: ray.put(load_checkpoint(path)) for path in {job.parent for job in jobs}}
+    pending = {task.remote(job, config, parents[job.parent]): i for i, job in enumerate(jobs)}
     results: list[JobResult | None] = [None] * len(jobs)
     try:
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             index = pending.pop(done[0])
             try:
-                results[index] = ray.get(done[0])
+                outcome = ray.get(done[0])
             except ray.exceptions.RayError as err:
                 raise NasError(f"proposal {jobs[index].name}: fine-tuning worker failed: "
                                f"{_cause(err)}") from None
+            results[index] = _save(jobs[index], *outcome)
             bar.update()
     finally:
         for ref in pending:

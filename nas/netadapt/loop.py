@@ -92,15 +92,16 @@ class Result:
 
 
 def netadapt(seed: ArchSpec, *, latency: LatencyFn, training: ProxyTraining, settings: Settings, out: Path,
-             seed_state: dict | None = None, workers: int = 1, progress: bool = True,
-             identity: dict[str, Any] | None = None) -> Result:
+             seed_state: dict | None = None, workers: int = 1, ray_address: str | None = None,
+             progress: bool = True, identity: dict[str, Any] | None = None) -> Result:
     """Adapt ``seed`` until its predicted latency meets the target; results go to ``out``.
 
     ``training`` is the data and recipe of every fine-tune (a rerun must match it, the device
     aside). ``seed_state`` holds trained weights for the seed (else it is trained ``pretrain_steps``
     from scratch). ``identity`` adds what else defines the run (latency target, checkpoint
-    path) to the settings a rerun must match. ``workers > 1`` fine-tunes on a local Ray, started
-    here if none is running (the caller shuts it down). Raises :class:`TargetUnreachable` after
+    path) to the settings a rerun must match. ``workers > 1`` fine-tunes on a local Ray,
+    ``ray_address`` on that Ray cluster, started or joined here if this process has no Ray yet
+    (the caller shuts it down). Raises :class:`TargetUnreachable` after
     writing the best network when no unit can cut the scheduled reduction any more.
     """
     run = RunDir(out)
@@ -138,7 +139,7 @@ def netadapt(seed: ArchSpec, *, latency: LatencyFn, training: ProxyTraining, set
         if halvings:
             say(f"iteration {iteration}: no unit can cut {scheduled:.3f} ms; step cut to {reduction:.3f} ms")
         parent = Outcome(latency(current), float(history[-1]["accuracy"]))
-        results = _fine_tune(found, run, iteration, training, settings, workers, progress)
+        results = _fine_tune(found, run, iteration, training, settings, workers, ray_address, progress)
         ok = [i for i, result in enumerate(results) if result.error is None]
         if not ok:
             raise NasError(f"iteration {iteration}: every proposal diverged ({results[0].error})")
@@ -197,7 +198,7 @@ def _cap(found: list[Proposal], settings: Settings, iteration: int) -> list[Prop
 
 
 def _fine_tune(found: list[Proposal], run: RunDir, iteration: int, config: ProxyTraining, settings: Settings,
-               workers: int, progress: bool) -> list[JobResult]:
+               workers: int, ray_address: str | None, progress: bool) -> list[JobResult]:
     """Fine-tune every proposal, reusing those a killed run had already finished."""
     parent = run.checkpoint(iteration - 1)
     jobs = [Job(name=p.unit.name, spec=p.spec, parent=parent,
@@ -211,7 +212,8 @@ def _fine_tune(found: list[Proposal], run: RunDir, iteration: int, config: Proxy
             if done["spec"] == job.spec:
                 results[i] = JobResult(job.name, float(done["accuracy"]), float(done["loss"]), job.result)
     todo = [i for i in range(len(jobs)) if i not in results]
-    for i, result in zip(todo, run_jobs([jobs[i] for i in todo], config, workers=workers, progress=progress)):
+    finished = run_jobs([jobs[i] for i in todo], config, workers=workers, ray_address=ray_address, progress=progress)
+    for i, result in zip(todo, finished):
         results[i] = result
     return [results[i] for i in range(len(jobs))]
 

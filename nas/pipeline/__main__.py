@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nas.cli import run
+from nas.cluster import probe
 from nas.pipeline.config import Execution, load_config
 from nas.pipeline.runner import run_pipeline, with_data
 from nas.train.device import check_device, default_device
@@ -36,14 +37,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", type=check_device, default=default_device(),
                         help="training device of every stage: cpu | cuda[:N] (default: cuda when available)")
     parser.add_argument("--ray-address", metavar="ADDRESS",
-                        help="run the search stage's trials on this Ray cluster (nas must be installed on its "
-                             "nodes; default: a local Ray)")
+                        help="run the search trials and NetAdapt's fine-tunes on this Ray cluster (nas must be "
+                             "installed on its nodes; default: a local Ray)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     config = with_data(load_config(args.config, quick=args.quick), args.data)
+    if args.ray_address:
+        probe(args.ray_address)
     out = args.out or Path("runs") / f"{args.config.stem}-{datetime.now():%Y%m%d-%H%M%S}"
     print(f"run directory {out}", file=sys.stderr)
     run_pipeline(config, out, Execution(device=args.device, ray_address=args.ray_address))

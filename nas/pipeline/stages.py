@@ -129,6 +129,7 @@ def run_netadapt_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, lat
     try:
         result = netadapt(seed, latency=lambda spec: latency_model.predict(deployed(spec), resolution).ms,
                           training=training, settings=settings, out=folder, workers=stage.workers,
+                          ray_address=execution.ray_address,
                           identity={"target": config.target, "resolution": resolution,
                                     "latency_classes": DEPLOY_CLASSES})
         spec, accuracy, iterations = result.spec, result.accuracy, len(result.history) - 1

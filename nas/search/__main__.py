@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from nas.cli import run
+from nas.cluster import probe
 from nas.errors import NasError
 from nas.search.controllers import CONTROLLERS, PPOSettings
 from nas.search.evaluate import ProxySettings
@@ -116,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _choose(args.space, SPACES, "search space")
     _choose(args.controller, CONTROLLERS, "controller")
     check_device(args.device, here=args.ray_address is None)
+    if args.ray_address:
+        probe(args.ray_address)
     if args.latency_target is not None and not args.latency_target > 0:
         raise NasError(f"--latency-target must be a positive number of ms, got {args.latency_target}")
     proxy = ProxySettings(data=args.data, resolution=args.resolution, epochs=args.epochs, steps=args.steps,

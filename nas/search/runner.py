@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
 from nas.arch import ArchSpec
+from nas.cluster import start_ray
 from nas.errors import NasError
 from nas.search.controllers import Controller, PPOSettings, Proposal, Result, make_controller
 from nas.search.evaluate import Evaluation, ProxySettings, evaluate_candidate
@@ -345,17 +346,7 @@ def _run_ray(driver: Driver) -> None:
                 self.error = self.error or err
 
     config = driver.config
-    started = not ray.is_initialized()
-    if started:
-        try:
-            if config.ray_address:
-                ray.init(address=config.ray_address, log_to_driver=False, logging_level=logging.ERROR)
-            else:
-                ray.init(num_cpus=config.workers, include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.ERROR)
-        except (ConnectionError, RuntimeError, ValueError) as err:
-            where = f" at {config.ray_address}" if config.ray_address else ""
-            raise NasError(f"cannot start Ray{where}: {err}") from None
+    started = start_ray(config.workers, config.ray_address)
     try:
         searcher = ControllerSearcher()
         trainable = tune.with_parameters(_ray_trial, settings=config.proxy, evaluator=driver.evaluator)
