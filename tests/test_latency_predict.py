@@ -47,10 +47,10 @@ def test_key_modules_are_the_network_parts():
 
 
 def test_real_measurement_is_positive_and_ordered():
-    small, large = decompose(_tiny(), 16)[1], decompose(_tiny(), 64)[1]
+    small, large = decompose(_tiny(), 16)[1], decompose(_tiny(), 256)[1]
     timings = measure_keys([small, large], protocol=replace(FAST, rounds=5))
     assert all(t.ms > 0 and t.n == 5 and t.spread_ms >= 0 for t in timings)
-    assert timings[1].ms > timings[0].ms  # 16x the pixels
+    assert timings[1].ms > timings[0].ms  # 256x the pixels: about 2x the time, a margin a busy CI keeps
     (net,) = measure_networks([_tiny()], 32, protocol=FAST, progress=False)
     assert net.ms > 0 and net.n >= 3
 
