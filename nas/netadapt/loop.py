@@ -101,8 +101,8 @@ def netadapt(seed: ArchSpec, *, latency: LatencyFn, training: ProxyTraining, set
     from scratch). ``identity`` adds what else defines the run (latency target, checkpoint
     path) to the settings a rerun must match. ``workers > 1`` fine-tunes on a local Ray,
     ``ray_address`` on that Ray cluster, started or joined here if this process has no Ray yet
-    (the caller shuts it down). Raises :class:`TargetUnreachable` after
-    writing the best network when no unit can cut the scheduled reduction any more.
+    (the caller shuts it down). Raises :class:`TargetUnreachable` after writing the best network
+    when no unit can cut the scheduled reduction any more.
     """
     run = RunDir(out)
     latency = CachedLatency(latency)

@@ -86,8 +86,8 @@ class PipelineConfig:
 class Execution:
     """Where a pipeline runs, not what it computes: given on the command line, kept out of the
     claimed config, so a run may resume on another machine. ``ray_address`` is the Ray cluster
-    of the search trials and NetAdapt's fine-tunes (default: a local Ray); ``device`` trains every stage (default: cuda
-    where torch sees a GPU, as ``nas.train.fit`` chooses)."""
+    of the search trials and NetAdapt's fine-tunes (default: a local Ray); ``device`` trains
+    every stage (default: cuda where torch sees a GPU, as ``nas.train.fit`` chooses)."""
 
     device: str = field(default_factory=default_device)
     ray_address: str | None = None
