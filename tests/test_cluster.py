@@ -1,9 +1,11 @@
 """Ray addresses: parsed, probed before Ray is asked, and a real cluster started by ``ray start``."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pandas as pd
@@ -58,8 +60,12 @@ def ray_head():
     token (a client by address then needs ``RAY_AUTH_MODE=token``, Ray's policy, not ours).
     """
     port = _free_port()
+    # Its own temp dir: ``ray start`` records its address in the temp dir's ray_current_cluster,
+    # which a bare ray.init() on this machine would otherwise try to join after the test.
+    temp_dir = tempfile.mkdtemp(prefix="ray-test-")
     head = subprocess.Popen([sys.executable, "-m", "ray.scripts.scripts", "start", "--head", f"--port={port}",
-                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", "--block"],
+                             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats", "--block",
+                             f"--temp-dir={temp_dir}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             env={**os.environ, "RAY_AUTH_MODE": "disabled"})
     address = f"127.0.0.1:{port}"
@@ -76,6 +82,7 @@ def ray_head():
     yield address
     head.terminate()
     head.wait(60)
+    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _tiny_search(out, **changes):
@@ -92,8 +99,10 @@ def test_search_runs_its_trials_on_a_cluster_at_an_address(tmp_path, ray_head):
     assert (tmp_path / "ray").is_dir()  # Tune's experiment folder: the trials went through Ray
 
 
-def test_local_search_starts_its_own_ray_beside_a_running_cluster(tmp_path, ray_head):
-    # A bare ray.init() would join the cluster ``ray start`` left here and refuse our CPU count.
+def test_local_search_starts_its_own_ray_beside_a_running_cluster(tmp_path, ray_head, monkeypatch):
+    # A bare ray.init() would join the cluster it finds (RAY_ADDRESS, or the one ``ray start``
+    # last recorded on this machine) and refuse our CPU count.
+    monkeypatch.setenv("RAY_ADDRESS", ray_head)
     summary = _tiny_search(tmp_path)
     assert summary.complete and (pd.read_csv(tmp_path / "trials.csv")["status"] == "ok").all()
 
