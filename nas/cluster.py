@@ -2,8 +2,9 @@
 
 Two Ray behaviours are turned into clear errors here. Asked for an address nobody listens on,
 ``ray.init`` retries for minutes, so a ``host:port`` (or ``ray://host[:port]``) address is probed
-first. And a bare ``ray.init()`` joins any cluster ``ray start`` left on this machine (then
-refuses our CPU count), so a local run asks for a new instance explicitly.
+first. And a bare ``ray.init()`` joins any cluster it finds (``RAY_ADDRESS``, or the last
+``ray start`` on this machine) and then refuses our CPU count, so a local run asks for a new
+instance explicitly.
 
 Token authentication is Ray's policy, kept as it is: ``ray start`` turns it on where this machine
 holds a Ray token, a client joining by address only with ``RAY_AUTH_MODE=token``; a refused
