@@ -10,18 +10,15 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 
 from nas.cluster import endpoint, probe
 from nas.errors import NasError
 from nas.latency.predict import get_latency_model
-from nas.model import build_model
-from nas.netadapt.finetune import Job, load_checkpoint, run_jobs, save_checkpoint
-from nas.netadapt.units import units, with_width
+from nas.netadapt.finetune import run_jobs
 from nas.search.objectives import Objective
 from nas.search.runner import SearchConfig, run_search
-from test_netadapt_run import SMALL
 from test_netadapt_run import TINY as FINE_TUNE
+from test_netadapt_run import assert_same_results, proposal_jobs
 from test_search import TINY, _silent
 
 
@@ -110,18 +107,11 @@ def test_local_search_starts_its_own_ray_beside_a_running_cluster(tmp_path, ray_
 def test_netadapt_fine_tunes_on_a_cluster_as_it_does_in_process(tmp_path, ray_head):
     import ray
 
-    parent = tmp_path / "parent.pt"
-    save_checkpoint(parent, SMALL, build_model(SMALL).state_dict(), accuracy=0.0)
-    children = [with_width(SMALL, unit, 8) for unit in units(SMALL)[1:3]]
-    jobs = {where: [Job(f"p{i}", child, parent, tmp_path / f"{where}{i}.pt", 2, i) for i, child in enumerate(children)]
-            for where in ("here", "cluster")}
+    jobs = proposal_jobs(tmp_path, "here", "cluster")
     here = run_jobs(jobs["here"], FINE_TUNE, progress=False)
     try:
         remote = run_jobs(jobs["cluster"], FINE_TUNE, ray_address=ray_head, progress=False)
         assert ray.get_runtime_context().gcs_address.endswith(ray_head.rpartition(":")[2])  # joined, not local
     finally:
         ray.shutdown()
-    assert [r.accuracy for r in remote] == [r.accuracy for r in here]
-    for a, b in zip(here, remote):  # the driver wrote the weights the workers sent back
-        state_a, state_b = load_checkpoint(a.path)["state_dict"], load_checkpoint(b.path)["state_dict"]
-        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert_same_results(here, remote)  # the driver wrote the weights the workers sent back

@@ -148,24 +148,34 @@ def test_an_unreachable_target_stops_with_a_message_and_keeps_the_best_network(t
     assert str(tmp_path / "final_spec.json") in str(error.value)
 
 
-def test_ray_workers_match_the_in_process_path_and_report_a_failed_worker(tmp_path):
-    ray = pytest.importorskip("ray")
+def proposal_jobs(tmp_path, *wheres: str) -> dict[str, list[Job]]:
+    """Two shrunk children of SMALL fine-tuned from one saved parent, a job list per place to run them."""
     parent = tmp_path / "parent.pt"
     save_checkpoint(parent, SMALL, build_model(SMALL).state_dict(), accuracy=0.0)
     children = [with_width(SMALL, unit, 8) for unit in units(SMALL)[1:3]]
-    jobs = [Job(f"p{i}", child, parent, tmp_path / f"{where}{i}.pt", 2, i)
-            for where in ("local", "ray") for i, child in enumerate(children)]
-    local = run_jobs(jobs[:2], TINY, workers=1, progress=False)
+    return {where: [Job(f"p{i}", child, parent, tmp_path / f"{where}{i}.pt", 2, i) for i, child in enumerate(children)]
+            for where in wheres}
+
+
+def assert_same_results(first, second) -> None:
+    """Same accuracies, and the saved checkpoints hold identical weights."""
+    assert [r.accuracy for r in second] == [r.accuracy for r in first]
+    for a, b in zip(first, second):
+        state_a, state_b = load_checkpoint(a.path)["state_dict"], load_checkpoint(b.path)["state_dict"]
+        assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def test_ray_workers_match_the_in_process_path_and_report_a_failed_worker(tmp_path):
+    ray = pytest.importorskip("ray")
+    jobs = proposal_jobs(tmp_path, "local", "ray")
+    local = run_jobs(jobs["local"], TINY, workers=1, progress=False)
     try:
-        remote = run_jobs(jobs[2:], TINY, workers=2, progress=False)
-        assert [r.accuracy for r in remote] == [r.accuracy for r in local]
-        for a, b in zip(local, remote):
-            state_a, state_b = load_checkpoint(a.path)["state_dict"], load_checkpoint(b.path)["state_dict"]
-            assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+        remote = run_jobs(jobs["ray"], TINY, workers=2, progress=False)
+        assert_same_results(local, remote)
         other_blocks = ArchSpec.from_string(SMALL.to_string().replace("conv_k3_s2_e32_c32", "ir_k3_s2_e32_c32"))
-        broken = Job("exp[2]", other_blocks, parent, tmp_path / "x.pt", 1, 0)
+        broken = Job("exp[2]", other_blocks, tmp_path / "parent.pt", tmp_path / "x.pt", 1, 0)
         with pytest.raises(NasError, match=r"proposal exp\[2\]: fine-tuning worker failed: .*cannot inherit"):
-            run_jobs([jobs[2], broken], TINY, workers=2, progress=False)
+            run_jobs([jobs["ray"][0], broken], TINY, workers=2, progress=False)
         assert not (tmp_path / "x.pt").exists()
     finally:
         ray.shutdown()
