@@ -11,8 +11,9 @@ split) at the given budget and splits the spread of their held-out top-1:
   than its luck does, and a search's best-of-N is mostly its luckiest draw;
 * ``seed-to-seed Spearman``: the mean rank correlation of the architectures between two seeds.
 
-The defaults are ``search_efficiency.py``'s proxy (16 px, 20 steps, batch 32, 1000 training and
-250 validation images of the synthetic task), so its figures say how noisy that benchmark is.
+The defaults are the proxy of the ``search_efficiency.py`` runs in the README (its ``PROXY`` at
+16 px and 20 steps: batch 32, 1000 training and 250 validation images of the synthetic task), so
+its figures say how noisy that benchmark is.
 
     python experiments/benchmarks/proxy_noise.py                       # about 3 min on 2 cores
     python experiments/benchmarks/proxy_noise.py --steps 40 --val 1000 --out runs/proxy_noise
@@ -32,7 +33,8 @@ from tqdm import tqdm
 
 from nas.cli import run
 from nas.errors import NasError
-from nas.search.evaluate import ProxySettings, evaluate_candidate
+from nas.search.evaluate import evaluate_candidate
+from search_efficiency import PROXY
 from search_spaces import get_space
 
 
@@ -58,9 +60,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="proxy seeds (default 0 1 2)")
     p.add_argument("--steps", type=int, default=20, help="SGD steps per candidate (default 20)")
     p.add_argument("--resolution", type=int, default=16, help="proxy resolution (default 16)")
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--lr", type=float, default=0.05)
-    p.add_argument("--val", type=int, default=250, help="synthetic validation images (default 250)")
+    p.add_argument("--batch", type=int, default=PROXY.batch_size)
+    p.add_argument("--lr", type=float, default=PROXY.lr)
+    p.add_argument("--val", type=int, default=PROXY.synthetic_val,
+                   help=f"synthetic validation images (default {PROXY.synthetic_val})")
     p.add_argument("--out", type=Path, default=None, help="write the accuracy matrix here as CSV")
     return p
 
@@ -72,8 +75,8 @@ def main(argv=None) -> int:
     space = get_space(args.space, num_classes=10)
     rng = np.random.default_rng(args.arch_seed)
     specs = [space.sample(rng) for _ in range(args.archs)]
-    proxy = ProxySettings(resolution=args.resolution, steps=args.steps, batch_size=args.batch, lr=args.lr,
-                          bn_batches=4, synthetic_train=1000, synthetic_val=args.val)
+    proxy = replace(PROXY, resolution=args.resolution, steps=args.steps, batch_size=args.batch, lr=args.lr,
+                    synthetic_val=args.val)
     accuracy = np.empty((len(specs), len(args.seeds)))
     start = time.perf_counter()
     with tqdm(total=accuracy.size, desc="proxy evaluations", unit="eval") as bar:

@@ -50,6 +50,8 @@ from nas.search.evaluate import Evaluation, ProxySettings, evaluate_candidate
 from nas.search.objectives import Objective
 from nas.search.runner import SearchConfig, run_search
 
+# The benchmark's proxy training; --resolution and --steps set the rest (proxy_noise.py shares it).
+PROXY = ProxySettings(batch_size=32, bn_batches=4, synthetic_train=1000, synthetic_val=250)
 SMALL_MADDS, SMALL_TOP1, LARGE_MADDS, LARGE_TOP1, CEILING = 56e6, 0.674, 217e6, 0.752, 0.80
 
 
@@ -112,8 +114,7 @@ def main(argv=None) -> int:
 
     model = get_latency_model(args.target)
     target_ms = args.latency_target or round(model.predict(zoo.get("mobilenet_v3_large")).ms, 2)
-    proxy = ProxySettings(resolution=args.resolution, steps=args.steps, batch_size=32, bn_batches=4,
-                          synthetic_train=1000, synthetic_val=250)
+    proxy = replace(PROXY, resolution=args.resolution, steps=args.steps)
     evaluator = surrogate_evaluator if args.accuracy == "surrogate" else evaluate_candidate
     objective = Objective(target_ms=target_ms)
     print(f"accuracy: {args.accuracy}; target {args.target}, T = {target_ms} ms; {args.trials} trials x "
