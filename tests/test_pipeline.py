@@ -52,6 +52,26 @@ def test_unknown_key_is_named(section, key):
         parse_config(data)
 
 
+def test_netadapt_stage_embeds_the_library_settings_and_refuses_the_old_flat_keys():
+    from nas.netadapt.__main__ import parse_args
+    from nas.netadapt.loop import Settings
+    from nas.train.proxy import ProxyTraining
+
+    stage = load_config(SMALL).netadapt
+    assert isinstance(stage.settings, Settings) and isinstance(stage.training, ProxyTraining)
+    assert stage.settings.divisor == Settings().divisor and stage.training.lr == ProxyTraining().lr
+    _, _, settings, training = parse_args(["--arch", "mnasnet_a1", "--latency-ratio", "0.5", "--out", "x"])
+    assert settings == Settings() and training == replace(ProxyTraining(), device=training.device)
+    data = read_yaml(SMALL)
+    data["netadapt"]["delta_ratio"] = 0.02
+    with pytest.raises(NasError, match=r"^config key 'netadapt.delta_ratio' is now 'netadapt.settings.delta_ratio'$"):
+        parse_config(data)
+    data = read_yaml(SMALL)
+    data["quick"]["netadapt"]["training"]["seed"] = 3
+    with pytest.raises(NasError, match="'netadapt.training.seed' is set at the top level"):
+        parse_config(data)
+
+
 def test_proxy_keys_set_once_at_top_level():
     data = read_yaml(SMALL)
     data["search"]["proxy"]["data"] = "/elsewhere"
@@ -173,8 +193,8 @@ def test_quick_small_pipeline_end_to_end_and_resume(tmp_path, capsys):
     data["quick"] = {
         "synthetic_train": 128, "synthetic_val": 32,
         "search": {"trials": 2, "workers": 0, "proxy": {"steps": 2, "batch_size": 32, "bn_batches": 1}},
-        "netadapt": {"delta_ratio": 0.1, "short_term_steps": 1, "pretrain_steps": 1, "max_proposals": 1,
-                     "batch_size": 32, "bn_batches": 1, "workers": 1},
+        "netadapt": {"settings": {"delta_ratio": 0.1, "short_term_steps": 1, "pretrain_steps": 1, "max_proposals": 1},
+                     "training": {"batch_size": 32, "bn_batches": 1}, "workers": 1},
         "train": {"epochs": 1, "batch_size": 64, "recipe_overrides": {"warmup_epochs": 0}},
     }
     config = tmp_path / "tiny.yaml"
