@@ -5,7 +5,7 @@ Three things make that safe, and they live here once:
 
 * every file is written to a temporary name beside it and then renamed over the old one, so a
   kill leaves the old file or the new one, never half of one (:func:`write_text`,
-  :func:`write_json`, :func:`write_table`, :func:`write_torch`, :func:`copy_file`);
+  :func:`write_bytes`, :func:`write_json`, :func:`write_table`, :func:`write_torch`, :func:`copy_file`);
 * a directory is claimed with the settings that started it; a rerun with other settings is
   refused in one line naming the first setting that differs, except the fields declared free
   to change on resume, such as the device (:func:`claim`, :func:`check_same`);
@@ -54,6 +54,10 @@ def _replace(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_text(path: Path, text: str) -> None:
     _replace(path, lambda tmp: tmp.write_text(text))
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    _replace(path, lambda tmp: tmp.write_bytes(data))
 
 
 def write_json(path: Path, data: Any) -> None:

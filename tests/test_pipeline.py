@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -125,6 +126,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert run(main, [str(path), "--out", str(tmp_path / "out"), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_stage_records_read_back_the_shipped_run_exactly():
+    from nas.pipeline.stages import AdaptedResult, EditsResult, SeedResult, TrainedResult, read_done
+
+    run = ROOT / "experiments" / "results" / "mobilenetv3_small_cifar10"
+    for folder, kind in (("search", SeedResult), ("manual_edits", EditsResult), ("netadapt", AdaptedResult),
+                         ("train/found", TrainedResult)):
+        record = read_done(run / folder, kind)
+        assert isinstance(record, kind) and record.to_row() == json.loads((run / folder / "done.json").read_text())
+    assert read_done(run / "netadapt", AdaptedResult).spec.head.num_classes == 1000
 
 
 # ---------------------------------------------------------------- edits

@@ -31,6 +31,8 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_partial_one(tmp_path):
 
 
 def test_text_json_and_tables_are_written_whole(tmp_path):
+    rundir.write_bytes(tmp_path / "state.bin", b"\x00\x01")
+    assert (tmp_path / "state.bin").read_bytes() == b"\x00\x01"
     rundir.write_json(tmp_path / "a" / "done.json", {"x": [1, 2]})
     assert json.loads((tmp_path / "a" / "done.json").read_text()) == {"x": [1, 2]}
     rows = [{"iteration": 0, "spec": "s"}, {"iteration": 1, "spec": "t"}]

@@ -16,8 +16,8 @@ import yaml
 from nas.errors import NasError
 from nas.netadapt.loop import Settings
 from nas.search.evaluate import ProxySettings
-from nas.train.proxy import ProxyTraining
 from nas.train.device import default_device
+from nas.train.proxy import ProxyTraining
 
 
 # Settings shared by every stage, set once at the top level (field -> name there), and the
