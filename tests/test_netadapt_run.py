@@ -9,7 +9,7 @@ from nas.arch import ArchSpec
 from nas.cli import run
 from nas.errors import NasError
 from nas.model import build_model
-from nas.netadapt import Settings, TargetUnreachable, netadapt
+from nas.netadapt import LatencyTarget, Settings, TargetUnreachable, netadapt
 from nas.netadapt import loop as loop_module
 from nas.netadapt.__main__ import main
 from nas.netadapt.finetune import Job, load_checkpoint, run_jobs, save_checkpoint
@@ -76,9 +76,10 @@ class Killed(BaseException):
 
 
 def test_resume_after_a_kill_mid_iteration_matches_an_uninterrupted_run(tmp_path, monkeypatch):
-    settings = Settings(target_ratio=0.75, delta_ratio=0.1, short_term_steps=2, pretrain_steps=2, max_proposals=3)
-    reference = netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=tmp_path / "ref",
-                         progress=False)
+    settings = Settings(delta_ratio=0.1, short_term_steps=2, pretrain_steps=2, max_proposals=3)
+    target = LatencyTarget(ratio=0.75)
+    reference = netadapt(SMALL, target=target, latency=toy_latency, training=TINY, settings=settings,
+                         out=tmp_path / "ref", progress=False)
     assert len(reference.history) >= 3
 
     calls, killed = [], []
@@ -95,33 +96,37 @@ def test_resume_after_a_kill_mid_iteration_matches_an_uninterrupted_run(tmp_path
     monkeypatch.setattr(loop_module, "run_jobs", killed_in_iteration_2)
     out = tmp_path / "run"
     with pytest.raises(Killed):
-        netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=out, progress=False)
+        netadapt(SMALL, target=target, latency=toy_latency, training=TINY, settings=settings, out=out,
+                 progress=False)
     assert pd.read_csv(out / "history.csv")["iteration"].tolist() == [0, 1]
     assert not (out / "final.pt").exists()
 
     calls.clear()
-    resumed = netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=out, progress=False)
+    resumed = netadapt(SMALL, target=target, latency=toy_latency, training=TINY, settings=settings, out=out,
+                       progress=False)
     assert len(calls[0]) == 2  # iteration 2 resumed: its finished proposal was reused
     assert resumed.spec == reference.spec and resumed.accuracy == reference.accuracy
     assert pd.read_csv(out / "history.csv").equals(pd.read_csv(tmp_path / "ref" / "history.csv"))
     assert not (out / "work" / "iter_002").exists()
 
     calls.clear()  # a finished run reruns as a no-op
-    assert netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=out,
+    assert netadapt(SMALL, target=target, latency=toy_latency, training=TINY, settings=settings, out=out,
                     progress=False).spec == reference.spec and not calls
     with pytest.raises(NasError, match="other settings"):
-        netadapt(SMALL, latency=toy_latency, training=TINY, out=out, progress=False,
-                 settings=Settings(target_ratio=0.75, delta_ratio=0.1, short_term_steps=3, pretrain_steps=2))
+        netadapt(SMALL, target=target, latency=toy_latency, training=TINY, out=out, progress=False,
+                 settings=Settings(delta_ratio=0.1, short_term_steps=3, pretrain_steps=2))
     (out / "history.csv").write_text("garbage\n\x00\x01\n")
     with pytest.raises(NasError, match="corrupt table"):
-        netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=out, progress=False)
+        netadapt(SMALL, target=target, latency=toy_latency, training=TINY, settings=settings, out=out,
+                 progress=False)
 
 
 def test_the_step_halves_when_no_unit_can_cut_the_scheduled_one(tmp_path):
     """No single unit of SMALL can cut 40 % of its latency (28 % at most): the run goes on at 20 %."""
     seed_ms = toy_latency(SMALL)
-    settings = Settings(target_ratio=0.6, delta_ratio=0.4, short_term_steps=1, pretrain_steps=1, max_proposals=2)
-    result = netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=tmp_path, progress=False)
+    settings = Settings(delta_ratio=0.4, short_term_steps=1, pretrain_steps=1, max_proposals=2)
+    result = netadapt(SMALL, target=LatencyTarget(ratio=0.6), latency=toy_latency, training=TINY, settings=settings,
+                      out=tmp_path, progress=False)
     history = pd.read_csv(tmp_path / "history.csv")
     assert result.reached and result.latency_ms <= 0.6 * seed_ms
     steps = history["step_ms"].iloc[1:] / (0.4 * seed_ms)
@@ -131,9 +136,10 @@ def test_the_step_halves_when_no_unit_can_cut_the_scheduled_one(tmp_path):
 
 
 def test_an_unreachable_target_stops_with_a_message_and_keeps_the_best_network(tmp_path):
-    settings = Settings(target_ms=1e-3, delta_ratio=0.25, short_term_steps=1, max_proposals=2, long_term_steps=2)
+    settings = Settings(delta_ratio=0.25, short_term_steps=1, max_proposals=2, long_term_steps=2)
     with pytest.raises(TargetUnreachable, match="unreachable.*best network found") as error:
-        netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=tmp_path, progress=False)
+        netadapt(SMALL, target=LatencyTarget(ms=1e-3), latency=toy_latency, training=TINY, settings=settings,
+                 out=tmp_path, progress=False)
     history = pd.read_csv(tmp_path / "history.csv")
     assert len(history) >= 2 and history["latency_ms"].is_monotonic_decreasing
     final = ArchSpec.from_json((tmp_path / "final_spec.json").read_text())
@@ -146,6 +152,9 @@ def test_an_unreachable_target_stops_with_a_message_and_keeps_the_best_network(t
     assert not all(torch.equal(kept["state_dict"][k], v) for k, v in last["state_dict"].items())  # fine-tuned
     assert (tmp_path / "history.png").exists()
     assert str(tmp_path / "final_spec.json") in str(error.value)
+    carried = error.value.result  # the caller needs no second read of the files
+    assert not carried.reached and carried.spec == final and carried.accuracy == kept["accuracy"]
+    assert [row.to_row() for row in carried.history] == history.to_dict("records")
 
 
 def proposal_jobs(tmp_path, *wheres: str) -> dict[str, list[Job]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,6 +50,26 @@ def test_unknown_key_is_named(section, key):
     target = data if not section else data.setdefault(section, {})
     target[key] = 1
     with pytest.raises(NasError, match=f"unknown config key '.*{key}'"):
+        parse_config(data)
+
+
+def test_netadapt_stage_embeds_the_library_settings_and_refuses_the_old_flat_keys():
+    from nas.netadapt.__main__ import parse_args
+    from nas.netadapt.loop import Settings
+    from nas.train.proxy import ProxyTraining
+
+    stage = load_config(SMALL).netadapt
+    assert isinstance(stage.settings, Settings) and isinstance(stage.training, ProxyTraining)
+    assert stage.settings.divisor == Settings().divisor and stage.training.lr == ProxyTraining().lr
+    _, _, settings, training = parse_args(["--arch", "mnasnet_a1", "--latency-ratio", "0.5", "--out", "x"])
+    assert settings == Settings() and training == replace(ProxyTraining(), device=training.device)
+    data = read_yaml(SMALL)
+    data["netadapt"]["delta_ratio"] = 0.02
+    with pytest.raises(NasError, match=r"^config key 'netadapt.delta_ratio' is now 'netadapt.settings.delta_ratio'$"):
+        parse_config(data)
+    data = read_yaml(SMALL)
+    data["quick"]["netadapt"]["training"]["seed"] = 3
+    with pytest.raises(NasError, match="'netadapt.training.seed' is set at the top level"):
         parse_config(data)
 
 
@@ -105,6 +126,17 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         assert run(main, [str(path), "--out", str(tmp_path / "out"), *extra]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and message in err[0]
+
+
+def test_stage_records_read_back_the_shipped_run_exactly():
+    from nas.pipeline.stages import AdaptedResult, EditsResult, SeedResult, TrainedResult, read_done
+
+    run = ROOT / "experiments" / "results" / "mobilenetv3_small_cifar10"
+    for folder, kind in (("search", SeedResult), ("manual_edits", EditsResult), ("netadapt", AdaptedResult),
+                         ("train/found", TrainedResult)):
+        record = read_done(run / folder, kind)
+        assert isinstance(record, kind) and record.to_row() == json.loads((run / folder / "done.json").read_text())
+    assert read_done(run / "netadapt", AdaptedResult).spec.head.num_classes == 1000
 
 
 # ---------------------------------------------------------------- edits
@@ -173,8 +205,8 @@ def test_quick_small_pipeline_end_to_end_and_resume(tmp_path, capsys):
     data["quick"] = {
         "synthetic_train": 128, "synthetic_val": 32,
         "search": {"trials": 2, "workers": 0, "proxy": {"steps": 2, "batch_size": 32, "bn_batches": 1}},
-        "netadapt": {"delta_ratio": 0.1, "short_term_steps": 1, "pretrain_steps": 1, "max_proposals": 1,
-                     "batch_size": 32, "bn_batches": 1, "workers": 1},
+        "netadapt": {"settings": {"delta_ratio": 0.1, "short_term_steps": 1, "pretrain_steps": 1, "max_proposals": 1},
+                     "training": {"batch_size": 32, "bn_batches": 1}, "workers": 1},
         "train": {"epochs": 1, "batch_size": 64, "recipe_overrides": {"warmup_epochs": 0}},
     }
     config = tmp_path / "tiny.yaml"

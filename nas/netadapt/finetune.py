@@ -10,8 +10,6 @@ finished.
 
 from __future__ import annotations
 
-import os
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from nas import rundir
 from nas.arch import ArchSpec
 from nas.cluster import start_ray
 from nas.errors import NasError
@@ -53,18 +52,13 @@ class JobResult:
 
 def save_checkpoint(path: Path, spec: ArchSpec, state: dict[str, torch.Tensor], **extra: Any) -> None:
     """Write ``{"spec": json, "state_dict": ..., **extra}`` atomically (a kill leaves the old file or none)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"spec": spec.to_json(), "state_dict": {k: v.detach().cpu() for k, v in state.items()}, **extra}, tmp)
-    os.replace(tmp, path)
+    rundir.write_torch(path, {"spec": spec.to_json(), "state_dict": {k: v.detach().cpu() for k, v in state.items()},
+                              **extra})
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
     """A checkpoint written by :func:`save_checkpoint`, with ``spec`` decoded."""
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise NasError(f"{path}: unreadable checkpoint ({err})") from None
+    data = rundir.read_checkpoint(path)
     if not isinstance(data, dict) or "spec" not in data or "state_dict" not in data:
         raise NasError(f"{path}: not a NetAdapt checkpoint (needs 'spec' and 'state_dict')")
     return {**data, "spec": ArchSpec.from_json(data["spec"])}

@@ -7,20 +7,31 @@ small budgets; ``--quick`` merges it over the rest, so the quick path is data, n
 
 from __future__ import annotations
 
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, TypeVar, get_type_hints
 
 import yaml
 
 from nas.errors import NasError
+from nas.netadapt.loop import Settings
 from nas.search.evaluate import ProxySettings
 from nas.train.device import default_device
+from nas.train.proxy import ProxyTraining
 
 
-# Proxy settings shared by every stage, set once at the top level (name there).
+# Settings shared by every stage, set once at the top level (field -> name there), and the
+# sections that hold them; the device is an execution option (--device), not a config key.
 SHARED = {"data": "data", "seed": "seed", "synthetic_train": "synthetic_train", "synthetic_val": "synthetic_val",
           "deploy_resolution": "latency_resolution"}
+SHARED_IN = (("search", "proxy"), ("netadapt", "training"), ("netadapt", "settings"))
+# NetAdapt's keys from before its section embedded the library's settings: netadapt.KEY is now netadapt.PART.KEY
+MOVED = {**dict.fromkeys(("delta_ratio", "delta_decay", "short_term_steps", "long_term_steps", "pretrain_steps",
+                          "selection", "max_proposals"), "settings"),
+         **dict.fromkeys(("batch_size", "lr", "bn_batches", "resolution"), "training")}
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -39,19 +50,15 @@ class SearchStage:
 
 @dataclass(frozen=True)
 class NetAdaptStage:
-    """NetAdapt (``nas.netadapt``) down to the reference network's predicted latency."""
+    """NetAdapt (``nas.netadapt``) down to the reference network's predicted latency.
 
-    delta_ratio: float = 0.02
-    delta_decay: float = 1.0
-    short_term_steps: int = 100
-    long_term_steps: int = 0
-    pretrain_steps: int = 200
-    selection: str = "slope"
-    max_proposals: int | None = None
-    batch_size: int = 32
-    lr: float = 0.01
-    bn_batches: int = 20
-    resolution: int = 32
+    ``settings`` and ``training`` are NetAdapt's own :class:`~nas.netadapt.loop.Settings` and
+    :class:`~nas.train.proxy.ProxyTraining` (same keys and defaults as ``python -m nas.netadapt``);
+    their seed, data and device come from the top level and ``--device``.
+    """
+
+    settings: Settings = Settings()
+    training: ProxyTraining = ProxyTraining()
     workers: int = 1
 
 
@@ -147,6 +154,32 @@ def read_yaml(path: Path) -> dict:
     return data
 
 
+def _refuse_moved_and_shared(section: dict) -> None:
+    """One line for a key that a config may no longer hold where it stands."""
+    netadapt = section.get("netadapt")
+    moved = sorted(set(netadapt) & set(MOVED)) if isinstance(netadapt, dict) else []
+    if moved:
+        raise NasError(f"config key 'netadapt.{moved[0]}' is now 'netadapt.{MOVED[moved[0]]}.{moved[0]}'")
+    for stage, part in SHARED_IN:
+        values = section.get(stage, {}).get(part, {}) if isinstance(section.get(stage), dict) else {}
+        if not isinstance(values, dict):
+            continue
+        shared = sorted(set(values) & set(SHARED))
+        if shared:
+            raise NasError(f"config key '{stage}.{part}.{shared[0]}' is set at the top level for every stage "
+                           f"({SHARED[shared[0]]})")
+        if "device" in values:
+            raise NasError(f"config key '{stage}.{part}.device' is not part of an experiment: pass --device to "
+                           "python -m nas.pipeline")
+
+
+def with_shared(config: PipelineConfig, settings: T, **execution: Any) -> T:
+    """A stage's settings with the top-level values every stage shares filled in (and ``execution``'s)."""
+    names = {f.name for f in fields(settings)}
+    return replace(settings, **{name: getattr(config, top) for name, top in SHARED.items() if name in names},
+                   **execution)
+
+
 def parse_config(data: dict, *, quick: bool = False, source: str = "config") -> PipelineConfig:
     """The config from a parsed YAML mapping; ``quick`` merges its ``quick`` section over the rest."""
     data = dict(data)
@@ -154,14 +187,7 @@ def parse_config(data: dict, *, quick: bool = False, source: str = "config") -> 
     if not isinstance(shrink, dict):
         raise NasError(f"{source}: 'quick' must be a mapping")
     for section in (data, shrink):
-        proxy = section.get("search", {}).get("proxy", {}) if isinstance(section.get("search"), dict) else {}
-        shared = sorted(set(proxy) & set(SHARED)) if isinstance(proxy, dict) else []
-        if shared:
-            raise NasError(f"config key 'search.proxy.{shared[0]}' is set at the top level for every stage "
-                           f"({SHARED[shared[0]]})")
-        if isinstance(proxy, dict) and "device" in proxy:
-            raise NasError("config key 'search.proxy.device' is not part of an experiment: pass --device to "
-                           "python -m nas.pipeline")
+        _refuse_moved_and_shared(section)
     full = _build(PipelineConfig, data, "")
     small = _build(PipelineConfig, _merge(data, shrink), "quick.")  # a typo in quick fails without --quick too
     return small if quick else full

@@ -13,7 +13,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from nas import rundir
 from nas.arch import ArchSpec
+from nas.pipeline.stages import AdaptedResult
 
 LAYER_COLUMNS = ["op", "kernel", "stride", "exp", "se", "act", "out"]
 
@@ -93,7 +95,7 @@ def plot_layers(found: ArchSpec, reference: ArchSpec, names: tuple[str, str], pa
 
 def write_report(out: Path, *, name: str, target: str, reference_name: str, found: ArchSpec,
                  reference: ArchSpec, summary: pd.DataFrame, edits: pd.DataFrame, seed_source: str,
-                 netadapt: dict[str, Any], train_note: str) -> Path:
+                 netadapt: AdaptedResult, train_note: str) -> Path:
     """``report.md`` with ``comparison.png`` and ``layers.png`` beside it."""
     names = ("found", reference_name)
     plot_comparison(summary, out / "comparison.png")
@@ -101,7 +103,7 @@ def write_report(out: Path, *, name: str, target: str, reference_name: str, foun
     shown = summary.assign(params_M=summary["params_M"].round(3), madds_M=summary["madds_M"].round(1),
                            latency_ms=summary["latency_ms"].round(2), val_top1=summary["val_top1"].round(4),
                            test_top1=summary["test_top1"].round(4))
-    reached = "reached" if netadapt["reached"] else "NOT reached (best network found kept)"
+    reached = "reached" if netadapt.reached else "NOT reached (best network found kept)"
     text = "\n\n".join([
         f"# {name}: found network vs {reference_name}",
         f"Latency: predicted on `{target}` at 224 px for the 1000-class network. Accuracy: top-1 on the "
@@ -112,13 +114,13 @@ def write_report(out: Path, *, name: str, target: str, reference_name: str, foun
         f"## Seed\n\n{seed_source}",
         "## Manual edits (MobileNetV3 section 5)",
         markdown_table(edits.assign(latency_ms=edits["latency_ms"].round(2))),
-        f"## NetAdapt\n\nTarget {netadapt['target_ms']:.2f} ms ({reference_name} on {target}): {reached}; "
-        f"{netadapt['iterations']} iterations, final {netadapt['latency_ms']:.2f} ms. See `netadapt/history.png`.",
+        f"## NetAdapt\n\nTarget {netadapt.target_ms:.2f} ms ({reference_name} on {target}): {reached}; "
+        f"{netadapt.iterations} iterations, final {netadapt.facts.latency_ms:.2f} ms. See `netadapt/history.png`.",
         "## Layer by layer",
         markdown_table(side_by_side(found, reference, names)),
         "![layers](layers.png)",
         f"Found network spec: `{found.to_string()}`",
     ])
     path = out / "report.md"
-    path.write_text(text + "\n")
+    rundir.write_text(path, text + "\n")
     return path

@@ -12,39 +12,22 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
 
-from nas import zoo
-from nas.arch import ArchSpec
-from nas.errors import NasError
+from nas import rundir, zoo
 from nas.pipeline.config import Execution, PipelineConfig
 from nas.pipeline.report import write_report
 from nas.pipeline.stages import (
-    deployed, describe, read_done, run_edits_stage, run_netadapt_stage, run_search_stage, run_train_stage, say,
+    R, AdaptedResult, EditsResult, SeedResult, TrainedResult, deployed, describe, read_done, run_edits_stage,
+    run_netadapt_stage, run_search_stage, run_train_stage, say,
 )
 
 
-def _claim(config: PipelineConfig, out: Path) -> None:
-    """A rerun into ``out`` must use the config that started it (its finished stages are reused)."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "config.json"
-    current = json.loads(json.dumps(asdict(config)))
-    if not path.exists():
-        path.write_text(json.dumps(current, indent=2) + "\n")
-        return
-    saved = json.loads(path.read_text())
-    for key in current:
-        if saved.get(key) != current[key]:
-            raise NasError(f"{out} holds a pipeline run with another '{key}' setting; rerun with the same config "
-                           "and options, or use another --out")
-
-
-def _stage(folder: Path, run, *args):
-    done = read_done(folder)
+def _stage(folder: Path, kind: type[R], run, *args) -> R:
+    done = read_done(folder, kind)
     if done is not None:
         say(f"{folder.name}: finished earlier, skipped")
         return done
@@ -57,37 +40,40 @@ def run_pipeline(config: PipelineConfig, out: Path, execution: Execution | None 
 
     execution = execution or Execution()
     out = Path(out)
-    _claim(config, out)
+    # a rerun into ``out`` must use the config that started it (its finished stages are reused)
+    rundir.claim(out / "config.json", asdict(config),
+                 advice="rerun with the same config and options, or use another --out")
     latency_model = get_latency_model(config.target)
-    searched = _stage(out / "search", run_search_stage, config, out / "search", latency_model, execution)
-    seed = ArchSpec.from_string(searched["spec"])
-    edited = _stage(out / "manual_edits", run_edits_stage, config, out / "manual_edits", seed, latency_model)
-    adapted = _stage(out / "netadapt", run_netadapt_stage, config, out / "netadapt",
-                     ArchSpec.from_string(edited["spec"]), latency_model, execution)
-    found = ArchSpec.from_string(adapted["spec"])
+    searched = _stage(out / "search", SeedResult, run_search_stage, config, out / "search", latency_model,
+                      execution)
+    edited = _stage(out / "manual_edits", EditsResult, run_edits_stage, config, out / "manual_edits", searched.spec,
+                    latency_model)
+    adapted = _stage(out / "netadapt", AdaptedResult, run_netadapt_stage, config, out / "netadapt", edited.spec,
+                     latency_model, execution)
+    found = adapted.spec
     reference = zoo.get(config.reference)
     trained = {}
     for name, spec in (("found", found), (config.reference, reference)):
         folder = out / "train" / name
         say(f"train {name}: {config.train.epochs} epochs ({config.train.recipe})")
-        trained[name] = _stage(folder, run_train_stage, config, folder, spec, execution)
+        trained[name] = _stage(folder, TrainedResult, run_train_stage, config, folder, spec, execution)
 
     rows = []
     for name, spec in (("found", found), (config.reference, reference)):
         facts = describe(spec, latency_model, config.latency_resolution)
-        rows.append({"network": name, "latency_ms": facts["latency_ms"], "params_M": facts["params"] / 1e6,
-                     "madds_M": facts["madds"] / 1e6, "val_top1": trained[name].get("top1", float("nan")),
-                     "test_top1": trained[name].get("test_top1", float("nan"))})
+        rows.append({"network": name, "latency_ms": facts.latency_ms, "params_M": facts.params / 1e6,
+                     "madds_M": facts.madds / 1e6, "val_top1": trained[name].final.get("top1", float("nan")),
+                     "test_top1": trained[name].final.get("test_top1", float("nan"))})
     summary = pd.DataFrame(rows)
-    summary.to_csv(out / "summary.csv", index=False)
-    edits = pd.DataFrame(edited["steps"])[["edit", "latency_ms", "params", "madds"]]
+    rundir.write_table(out / "summary.csv", summary)
+    edits = pd.DataFrame([step.to_row() for step in edited.steps])[["edit", "latency_ms", "params", "madds"]]
     train = config.train
     note = (f"recipe {train.recipe}, {train.epochs} epochs, batch {train.batch_size}, {train.resolution} px, "
             f"data {config.data}")
     path = write_report(out, name=config.name, target=config.target, reference_name=config.reference,
                         found=deployed(found), reference=reference, summary=summary, edits=edits,
-                        seed_source=f"{searched['source']}: {searched['latency_ms']:.2f} ms, "
-                                    f"`{searched['spec']}`",
+                        seed_source=f"{searched.source}: {searched.facts.latency_ms:.2f} ms, "
+                                    f"`{searched.spec.to_string()}`",
                         netadapt=adapted, train_note=note)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"report: {path}")

@@ -2,25 +2,23 @@
 
 A stage is finished when its ``done.json`` exists (written last, atomically); a stage killed
 half-way is rerun and resumes through its own tool's resume (search study, NetAdapt history,
-training checkpoint).
+training checkpoint). What a stage hands on is a typed record (:class:`StageResult`), and
+``done.json`` is that record's :meth:`~StageResult.to_row`.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Protocol, TypeVar
 
-import pandas as pd
 from tqdm import tqdm
 
-from nas import zoo
+from nas import rundir, zoo
 from nas.arch import ArchSpec
 from nas.errors import NasError
-from nas.pipeline.config import Execution, PipelineConfig
+from nas.pipeline.config import Execution, PipelineConfig, with_shared
 from nas.pipeline.edits import apply_edits
 from nas.profile import profile
 
@@ -32,51 +30,172 @@ def deployed(spec: ArchSpec) -> ArchSpec:
     return replace(spec, head=replace(spec.head, num_classes=DEPLOY_CLASSES))
 
 
-def read_done(folder: Path) -> dict[str, Any] | None:
+@dataclass(frozen=True)
+class Facts:
+    """Predicted latency, params and MAdds of a network as deployed."""
+
+    latency_ms: float
+    params: int
+    madds: int
+
+    def to_row(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> Facts:
+        return cls(latency_ms=float(row["latency_ms"]), params=int(row["params"]), madds=int(row["madds"]))
+
+
+def describe(spec: ArchSpec, latency_model, resolution: int) -> Facts:
+    """Params, MAdds and predicted latency of the network as deployed."""
+    spec = deployed(spec)
+    size = profile(spec, resolution)
+    return Facts(latency_ms=float(latency_model.predict(spec, resolution).ms), params=int(size.params),
+                 madds=int(size.madds))
+
+
+class StageResult(Protocol):
+    """What a finished stage hands on; ``done.json`` holds its ``to_row()``."""
+
+    def to_row(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> StageResult: ...
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """The search stage's network: the best trial's, or the fixed ``seed_arch``."""
+
+    source: str
+    spec: ArchSpec
+    facts: Facts
+    reward: float | None = None
+    proxy_accuracy: float | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        found = {"reward": self.reward, "proxy_accuracy": self.proxy_accuracy} if self.reward is not None else {}
+        return {"source": self.source, "spec": self.spec.to_string(), **found, **self.facts.to_row()}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SeedResult:
+        return cls(source=row["source"], spec=ArchSpec.from_string(row["spec"]), facts=Facts.from_row(row),
+                   reward=row.get("reward"), proxy_accuracy=row.get("proxy_accuracy"))
+
+
+@dataclass(frozen=True)
+class EditStep:
+    """One manual edit (``seed`` first) and the network it made."""
+
+    edit: str
+    spec: ArchSpec
+    facts: Facts
+
+    def to_row(self) -> dict[str, Any]:
+        return {"edit": self.edit, **self.facts.to_row(), "spec": self.spec.to_string()}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> EditStep:
+        return cls(edit=row["edit"], spec=ArchSpec.from_string(row["spec"]), facts=Facts.from_row(row))
+
+
+@dataclass(frozen=True)
+class EditsResult:
+    """Every manual edit in order; the last one's network goes on to NetAdapt."""
+
+    steps: tuple[EditStep, ...]
+
+    @property
+    def spec(self) -> ArchSpec:
+        return self.steps[-1].spec
+
+    def to_row(self) -> dict[str, Any]:
+        return {"steps": [step.to_row() for step in self.steps], "spec": self.spec.to_string()}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> EditsResult:
+        return cls(steps=tuple(EditStep.from_row(step) for step in row["steps"]))
+
+
+@dataclass(frozen=True)
+class AdaptedResult:
+    """NetAdapt's network (as deployed) and whether it reached the reference's latency."""
+
+    target_ms: float
+    reached: bool
+    iterations: int
+    short_term_accuracy: float
+    spec: ArchSpec
+    facts: Facts
+
+    def to_row(self) -> dict[str, Any]:
+        return {"target_ms": self.target_ms, "reached": self.reached, "iterations": self.iterations,
+                "short_term_accuracy": self.short_term_accuracy, "spec": self.spec.to_string(),
+                **self.facts.to_row()}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> AdaptedResult:
+        return cls(target_ms=float(row["target_ms"]), reached=bool(row["reached"]), iterations=int(row["iterations"]),
+                   short_term_accuracy=float(row["short_term_accuracy"]), spec=ArchSpec.from_string(row["spec"]),
+                   facts=Facts.from_row(row))
+
+
+@dataclass(frozen=True)
+class TrainedResult:
+    """One final training: its budget and final metrics (``top1``, ``test_top1``...)."""
+
+    epochs: int
+    recipe: str
+    final: dict[str, float]
+
+    def to_row(self) -> dict[str, Any]:
+        return {"epochs": self.epochs, "recipe": self.recipe, **self.final}
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> TrainedResult:
+        final = {k: float(v) for k, v in row.items() if k not in ("epochs", "recipe")}
+        return cls(epochs=int(row["epochs"]), recipe=row["recipe"], final=final)
+
+
+R = TypeVar("R", SeedResult, EditsResult, AdaptedResult, TrainedResult)
+
+
+def read_done(folder: Path, kind: type[R]) -> R | None:
+    """The record of a stage finished earlier in ``folder``, or None."""
     path = folder / DONE
     if not path.exists():
         return None
+    row = rundir.read_json(path, what="stage record", advice="delete it to rerun the stage")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise NasError(f"{path}: corrupt ({err}); delete it to rerun the stage") from None
+        return kind.from_row(row)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise NasError(f"{path}: corrupt stage record ({type(err).__name__}: {err}); delete it to rerun the stage") \
+            from None
 
 
-def write_done(folder: Path, record: dict[str, Any]) -> dict[str, Any]:
-    tmp = folder / (DONE + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, folder / DONE)
-    return record
+def write_done(folder: Path, result: R) -> R:
+    rundir.write_json(folder / DONE, result.to_row())
+    return result
 
 
 def say(message: str) -> None:
     tqdm.write(message, file=sys.stderr)
 
 
-def describe(spec: ArchSpec, latency_model, resolution: int) -> dict[str, Any]:
-    """Params, MAdds and predicted latency of the network as deployed."""
-    spec = deployed(spec)
-    size = profile(spec, resolution)
-    return {"latency_ms": float(latency_model.predict(spec, resolution).ms), "params": int(size.params),
-            "madds": int(size.madds)}
-
-
-def run_search_stage(config: PipelineConfig, folder: Path, latency_model, execution: Execution) -> dict[str, Any]:
+def run_search_stage(config: PipelineConfig, folder: Path, latency_model, execution: Execution) -> SeedResult:
     """The seed: the best architecture of a platform-aware search, or the fixed ``seed_arch``."""
     stage = config.search
     folder.mkdir(parents=True, exist_ok=True)
     if stage.seed_arch is not None:
         spec = zoo.get(stage.seed_arch)
         say(f"search: fixed seed {stage.seed_arch} (search skipped by config)")
-        return write_done(folder, {"source": stage.seed_arch, "spec": spec.to_string(),
-                                   **describe(spec, latency_model, config.latency_resolution)})
+        return write_done(folder, SeedResult(source=stage.seed_arch, spec=spec,
+                                             facts=describe(spec, latency_model, config.latency_resolution)))
     from nas.search.objectives import Objective
     from nas.search.runner import SearchConfig, run_search
 
     base = Objective.preset(stage.reward, target_ms=stage.target_ms)
-    proxy = replace(stage.proxy, data=config.data, seed=config.seed, synthetic_train=config.synthetic_train,
-                    synthetic_val=config.synthetic_val, deploy_resolution=config.latency_resolution,
-                    device=execution.device)
+    proxy = with_shared(config, stage.proxy, device=execution.device)
     search = SearchConfig(out=folder, objective=base, target=config.target, space=stage.space,
                           controller=stage.controller, trials=stage.trials, workers=stage.workers, proxy=proxy,
                           seed=config.seed, ray_address=execution.ray_address)
@@ -88,66 +207,57 @@ def run_search_stage(config: PipelineConfig, folder: Path, latency_model, execut
     if summary.best is None:
         raise NasError(f"search: no trial of {summary.finished} finished successfully; see {folder / 'trials.csv'}")
     spec = ArchSpec.from_dict(summary.best["spec"])
-    return write_done(folder, {"source": f"search trial {summary.best['trial_id']}", "spec": spec.to_string(),
-                               "reward": summary.best["reward"], "proxy_accuracy": summary.best["accuracy"],
-                               **describe(spec, latency_model, config.latency_resolution)})
+    return write_done(folder, SeedResult(source=f"search trial {summary.best['trial_id']}", spec=spec,
+                                         facts=describe(spec, latency_model, config.latency_resolution),
+                                         reward=summary.best["reward"], proxy_accuracy=summary.best["accuracy"]))
 
 
-def run_edits_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, latency_model) -> dict[str, Any]:
+def run_edits_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, latency_model) -> EditsResult:
     """Apply the manual edits in order, recording each spec with its latency, params and MAdds."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
+    steps = []
     for name, spec in apply_edits(seed, config.manual_edits):
-        rows.append({"edit": name, **describe(spec, latency_model, config.latency_resolution),
-                     "spec": spec.to_string()})
-        say(f"edit {name}: {rows[-1]['latency_ms']:.2f} ms")
-    (folder / "edited.json").write_text(ArchSpec.from_string(rows[-1]["spec"]).to_json(indent=2))
-    return write_done(folder, {"steps": rows, "spec": rows[-1]["spec"]})
+        steps.append(EditStep(edit=name, spec=spec, facts=describe(spec, latency_model, config.latency_resolution)))
+        say(f"edit {name}: {steps[-1].facts.latency_ms:.2f} ms")
+    result = EditsResult(steps=tuple(steps))
+    rundir.write_text(folder / "edited.json", result.spec.to_json(indent=2))
+    return write_done(folder, result)
 
 
 def run_netadapt_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, latency_model,
-                       execution: Execution) -> dict[str, Any]:
+                       execution: Execution) -> AdaptedResult:
     """Shrink the edited network to the reference network's predicted latency on the same target."""
-    from nas.netadapt.loop import Settings, TargetUnreachable, netadapt
-    from nas.train.proxy import ProxyTraining, open_data
+    from nas.netadapt.loop import LatencyTarget, TargetUnreachable, netadapt
+    from nas.train.proxy import open_data
 
     stage = config.netadapt
-    target_ms = describe(zoo.get(config.reference), latency_model, config.latency_resolution)["latency_ms"]
-    training = ProxyTraining(data=config.data, resolution=stage.resolution, seed=config.seed,
-                             synthetic_train=config.synthetic_train, synthetic_val=config.synthetic_val,
-                             batch_size=stage.batch_size, lr=stage.lr, bn_batches=stage.bn_batches,
-                             device=execution.device)
+    target_ms = describe(zoo.get(config.reference), latency_model, config.latency_resolution).latency_ms
+    training = with_shared(config, stage.training, device=execution.device)
+    settings = with_shared(config, stage.settings)
     classes = open_data(training).num_classes
     seed = replace(seed, head=replace(seed.head, num_classes=classes))
-    settings = Settings(target_ms=target_ms, delta_ratio=stage.delta_ratio, delta_decay=stage.delta_decay,
-                        short_term_steps=stage.short_term_steps, long_term_steps=stage.long_term_steps,
-                        pretrain_steps=stage.pretrain_steps, selection=stage.selection,
-                        max_proposals=stage.max_proposals, seed=config.seed)
     resolution = config.latency_resolution
     say(f"netadapt: to {target_ms:.2f} ms ({config.reference} on {config.target})")
-    reached = True
     try:
-        result = netadapt(seed, latency=lambda spec: latency_model.predict(deployed(spec), resolution).ms,
+        result = netadapt(seed, target=LatencyTarget(ms=target_ms),
+                          latency=lambda spec: latency_model.predict(deployed(spec), resolution).ms,
                           training=training, settings=settings, out=folder, workers=stage.workers,
                           ray_address=execution.ray_address,
                           identity={"target": config.target, "resolution": resolution,
                                     "latency_classes": DEPLOY_CLASSES})
-        spec, accuracy, iterations = result.spec, result.accuracy, len(result.history) - 1
     except TargetUnreachable as err:
         say(f"netadapt: {err}")
-        reached = False
-        final = json.loads((folder / "final_spec.json").read_text())
-        history = pd.read_csv(folder / "history.csv")
-        spec, accuracy, iterations = ArchSpec.from_dict(final), float(history["accuracy"].iloc[-1]), len(history) - 1
+        result = err.result
     finally:
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
             sys.modules["ray"].shutdown()
-    return write_done(folder, {"target_ms": target_ms, "reached": reached, "iterations": iterations,
-                               "short_term_accuracy": accuracy, "spec": deployed(spec).to_string(),
-                               **describe(spec, latency_model, resolution)})
+    return write_done(folder, AdaptedResult(target_ms=target_ms, reached=result.reached,
+                                            iterations=len(result.history) - 1,
+                                            short_term_accuracy=result.history[-1].accuracy,
+                                            spec=deployed(result.spec),
+                                            facts=describe(result.spec, latency_model, resolution)))
 
 
-def run_train_stage(config: PipelineConfig, folder: Path, spec: ArchSpec, execution: Execution) -> dict[str, Any]:
+def run_train_stage(config: PipelineConfig, folder: Path, spec: ArchSpec, execution: Execution) -> TrainedResult:
     """Train one network from scratch with the stage's recipe (the same for found and reference)."""
     from nas.train.recipes import get_recipe
     from nas.train.trainer import CHECKPOINT, TrainConfig, fit
@@ -159,4 +269,4 @@ def run_train_stage(config: PipelineConfig, folder: Path, spec: ArchSpec, execut
                         seed=config.seed, synthetic_train=config.synthetic_train,
                         synthetic_val=config.synthetic_val)
     result = fit(train, resume=(folder / CHECKPOINT).exists(), device=execution.device)
-    return write_done(folder, {"epochs": stage.epochs, "recipe": recipe.name, **result.final})
+    return write_done(folder, TrainedResult(epochs=stage.epochs, recipe=recipe.name, final=result.final))

@@ -19,13 +19,14 @@ from pathlib import Path
 from typing import Sequence
 
 from nas import zoo
-from nas.cli import run
+from nas.cli import Options, add_options, run
 from nas.train.device import check_device
 from nas.train.recipes import RECIPES, get_recipe
-from nas.train.trainer import TASKS, TrainConfig, fit
+from nas.train.trainer import TrainConfig, fit
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]:
+    """The options, and how to build a :class:`TrainConfig` from them (its fields are the options)."""
     parser = argparse.ArgumentParser(prog="python -m nas.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", required=True, help="zoo name, spec string, JSON spec or spec file")
@@ -33,11 +34,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", default="synthetic",
                         help="'synthetic' (built in), an ImageFolder or CIFAR-10 batches directory, "
                              "or a Cityscapes root for --task segmentation (default: synthetic)")
-    parser.add_argument("--task", choices=TASKS, default="classification")
     parser.add_argument("--recipe", choices=sorted(RECIPES), default="mobilenetv3",
                         help="training recipe (see nas/train/recipes.py; default: mobilenetv3)")
     parser.add_argument("--epochs", type=int, help="default: the recipe's (350 / 150)")
-    parser.add_argument("--batch-size", type=int, default=128, help="global batch size (default: 128)")
     parser.add_argument("--lr", type=float, help="peak learning rate at the recipe's reference batch")
     parser.add_argument("--label-smoothing", type=float, help="override the recipe's label smoothing")
     parser.add_argument("--resolution", type=int,
@@ -45,18 +44,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "segmentation: the square training crop, default 512)")
     parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, metrics, plot)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default: 0)")
     parser.add_argument("--device", type=check_device, help="cpu | cuda[:N] (default: cuda when available)")
-    parser.add_argument("--segmentation-head", choices=("lraspp", "fcn"), default="lraspp")
-    parser.add_argument("--output-stride", type=int, choices=(8, 16), default=16)
-    parser.add_argument("--reduced-tail", action="store_true", help="halve the last stage (segmentation)")
-    parser.add_argument("--eval-scale", type=float, default=1.0,
-                        help="segmentation: evaluate on images scaled by this factor (default: 1)")
-    parser.add_argument("--synthetic-train", type=int, default=2000, help="synthetic training images")
-    parser.add_argument("--synthetic-val", type=int, default=500, help="synthetic validation images")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    config = add_options(parser, TrainConfig, skip=("arch", "recipe", "data", "out", "epochs", "resolution"),
+                         names={"num_workers": "workers"})
+    return parser.parse_args(argv), config
 
 
 def _default_resolution(args: argparse.Namespace) -> int:
@@ -68,15 +60,11 @@ def _default_resolution(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+    args, options = parse_args(argv)
     recipe = get_recipe(args.recipe).with_overrides(lr=args.lr, label_smoothing=args.label_smoothing)
-    config = TrainConfig(
-        arch=zoo.resolve(args.arch, args.width), recipe=recipe, data=args.data, out=args.out,
-        epochs=args.epochs or recipe.epochs, batch_size=args.batch_size,
-        resolution=args.resolution or _default_resolution(args), task=args.task, seed=args.seed,
-        num_workers=args.workers, segmentation_head=args.segmentation_head, output_stride=args.output_stride,
-        reduced_tail=args.reduced_tail, eval_scale=args.eval_scale, synthetic_train=args.synthetic_train,
-        synthetic_val=args.synthetic_val)
+    config = options.build(args, arch=zoo.resolve(args.arch, args.width), recipe=recipe, data=args.data,
+                           out=args.out, epochs=args.epochs or recipe.epochs,
+                           resolution=args.resolution or _default_resolution(args))
     result = fit(config, resume=args.resume, progress=not args.quiet, device=args.device)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from nas.cli import setting
 from nas.errors import NasError
 from nas.train.data import ClassificationData, load_classification
 from nas.train.loop import TrainStats, evaluate, train_steps
@@ -26,19 +27,20 @@ class ProxyTraining:
     run leaves the running averages far behind the weights and would score every network badly.
     """
 
-    data: str = "synthetic"
-    resolution: int = 32
-    val_fraction: float = 0.1
-    seed: int = 0
-    synthetic_train: int = 2000
-    synthetic_val: int = 500
-    batch_size: int = 32
-    lr: float = 0.01
-    weight_decay: float = 4e-5
-    momentum: float = 0.9
-    label_smoothing: float = 0.0
-    bn_batches: int = 20
-    device: str = "cpu"
+    data: str = setting("synthetic", "training data: built-in synthetic images, an ImageFolder or CIFAR-10 "
+                                     "directory", metavar="synthetic|PATH")
+    resolution: int = setting(32, "image size for training and evaluation", metavar="PX")
+    val_fraction: float = setting(0.1, "share of the training images held out for scoring")
+    seed: int = setting(0, "validation split and batch order")
+    synthetic_train: int = setting(2000, "synthetic training images", metavar="N")
+    synthetic_val: int = setting(500, "synthetic held-out images", metavar="N")
+    batch_size: int = setting(32, "batch size")
+    lr: float = setting(0.01, "learning rate, cosine-decayed")
+    weight_decay: float = setting(4e-5, "SGD weight decay")
+    momentum: float = setting(0.9, "SGD momentum")
+    label_smoothing: float = setting(0.0, "label smoothing of the loss")
+    bn_batches: int = setting(20, "batches that re-estimate BN statistics after training", metavar="N")
+    device: str = setting("cpu", "training device")
 
     def __post_init__(self) -> None:
         if self.resolution < 8:

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Protocol
 
 import pandas as pd
 import torch
@@ -27,7 +27,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
+from nas import rundir
 from nas.arch import ArchSpec
+from nas.cli import setting
 from nas.errors import NasError
 from nas.model import build_model
 from nas.train.cityscapes import load_cityscapes
@@ -36,41 +38,14 @@ from nas.train.device import default_device
 from nas.train.ema import ModelEma, ema_decay
 from nas.train.loop import DivergedError, check_loss, evaluate
 from nas.train.recipes import Recipe, learning_rate, make_optimizer
-from nas.train.segmentation import build_segmentation_model, evaluate_segmentation, reduce_tail, segmentation_loss
+from nas.train.segmentation import (
+    HEADS, build_segmentation_model, evaluate_segmentation, reduce_tail, segmentation_loss,
+)
 
-TASKS = ("classification", "segmentation")
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.csv"
 CURVE = "learning_curve.png"
 RESULT = "result.json"
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a run; a resumed run must be given the same values."""
-
-    arch: ArchSpec
-    recipe: Recipe
-    data: str
-    out: Path
-    epochs: int
-    batch_size: int
-    resolution: int = 32
-    task: str = "classification"
-    seed: int = 0
-    num_workers: int = 0
-    segmentation_head: str = "lraspp"
-    output_stride: int = 16
-    reduced_tail: bool = False
-    eval_scale: float = 1.0
-    synthetic_train: int = 2000
-    synthetic_val: int = 500
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["arch"] = self.arch.to_string()
-        data["out"] = str(self.out)
-        return data
 
 
 @dataclass(frozen=True)
@@ -96,45 +71,127 @@ def _average_buffers(module: nn.Module, world: int) -> None:
             buffer.div_(world)
 
 
-class _Task:
-    """What differs between classification and segmentation: data, model, loss, evaluation."""
+class Task(Protocol):
+    """What differs between training tasks: data, network, loss and evaluation."""
+
+    spec: ArchSpec  # the network as trained (the head set to the data's classes, a reduced tail...)
+
+    def build(self) -> nn.Module: ...
+
+    def criterion(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor: ...
+
+    def train_set(self) -> Dataset: ...
+
+    def loader(self, split: str, batch_size: int) -> DataLoader | None:
+        """``val`` or ``test`` in order; None where the data has no such split."""
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: str) -> dict[str, float]: ...
+
+
+class Classification:
+    """Image classification: top-1/top-5 on the held-out split, the test split scored at the end."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.data = load_classification(config.data, resolution=config.resolution, seed=config.seed,
+                                        synthetic_train=config.synthetic_train, synthetic_val=config.synthetic_val,
+                                        num_workers=config.num_workers)
+        head = replace(config.arch.head, dropout=config.recipe.dropout, num_classes=self.data.num_classes)
+        self.spec = replace(config.arch, head=head)
+        self._loss = nn.CrossEntropyLoss(label_smoothing=config.recipe.label_smoothing)
+
+    def build(self) -> nn.Module:
+        return build_model(self.spec)
+
+    @staticmethod
+    def rebuild(spec: ArchSpec, config: dict[str, Any], weights: dict[str, torch.Tensor]) -> nn.Module:
+        """The network of a checkpoint, from its stored spec and config."""
+        return build_model(spec)
+
+    def criterion(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self._loss(outputs, targets)
+
+    def train_set(self) -> Dataset:
+        return self.data.train
+
+    def loader(self, split: str, batch_size: int) -> DataLoader | None:
+        if split == "test" and self.data.test is None:
+            return None
+        return self.data.loader(split, batch_size=batch_size)
+
+    def evaluate(self, model: nn.Module, loader: DataLoader, device: str) -> dict[str, float]:
+        result = evaluate(model, loader, device=device)
+        return {"top1": result.top1, "top5": result.top5, "loss": result.loss}
+
+
+class Segmentation:
+    """Semantic segmentation on Cityscapes: mIoU on full validation images, one at a time."""
 
     def __init__(self, config: TrainConfig) -> None:
         self.config = config
-        recipe = config.recipe
-        if config.task == "classification":
-            self.data = load_classification(config.data, resolution=config.resolution, seed=config.seed,
-                                            synthetic_train=config.synthetic_train,
-                                            synthetic_val=config.synthetic_val, num_workers=config.num_workers)
-            head = replace(config.arch.head, dropout=recipe.dropout, num_classes=self.data.num_classes)
-            self.spec = replace(config.arch, head=head)
-            self.criterion: Callable = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
-        elif config.task == "segmentation":
-            self.data = load_cityscapes(config.data, crop=config.resolution, eval_scale=config.eval_scale,
-                                        num_workers=config.num_workers)
-            self.spec = reduce_tail(config.arch) if config.reduced_tail else config.arch
-            self.criterion = segmentation_loss
-        else:
-            raise NasError(f"unknown task {config.task!r}; known: {', '.join(TASKS)}")
+        self.data = load_cityscapes(config.data, crop=config.resolution, eval_scale=config.eval_scale,
+                                    num_workers=config.num_workers)
+        self.spec = reduce_tail(config.arch) if config.reduced_tail else config.arch
 
     def build(self) -> nn.Module:
-        if self.config.task == "classification":
-            return build_model(self.spec)
         return build_segmentation_model(self.spec, num_classes=self.data.num_classes,
-                                        head=self.config.segmentation_head,
-                                        output_stride=self.config.output_stride)
+                                        head=self.config.segmentation_head, output_stride=self.config.output_stride)
 
-    def val_loader(self, batch_size: int) -> DataLoader:
-        if self.config.task == "classification":
-            return self.data.loader("val", batch_size=batch_size)
-        return self.data.loader("val", batch_size=1)
+    @staticmethod
+    def rebuild(spec: ArchSpec, config: dict[str, Any], weights: dict[str, torch.Tensor]) -> nn.Module:
+        return build_segmentation_model(spec, num_classes=_segmentation_classes(weights),
+                                        head=config["segmentation_head"], output_stride=config["output_stride"])
+
+    def criterion(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return segmentation_loss(outputs, targets)
+
+    def train_set(self) -> Dataset:
+        return self.data.train
+
+    def loader(self, split: str, batch_size: int) -> DataLoader | None:
+        return self.data.loader("val", batch_size=1) if split == "val" else None
 
     def evaluate(self, model: nn.Module, loader: DataLoader, device: str) -> dict[str, float]:
-        if self.config.task == "classification":
-            r = evaluate(model, loader, device=device)
-            return {"top1": r.top1, "top5": r.top5, "loss": r.loss}
-        s = evaluate_segmentation(model, loader, num_classes=self.data.num_classes, device=device)
-        return {"miou": s.miou, "pixel_accuracy": s.pixel_accuracy, "loss": s.loss}
+        result = evaluate_segmentation(model, loader, num_classes=self.data.num_classes, device=device)
+        return {"miou": result.miou, "pixel_accuracy": result.pixel_accuracy, "loss": result.loss}
+
+
+TASKS: dict[str, type[Classification] | type[Segmentation]] = {
+    "classification": Classification, "segmentation": Segmentation,
+}
+
+
+def make_task(config: TrainConfig) -> Task:
+    if config.task not in TASKS:
+        raise NasError(f"unknown task {config.task!r}; known: {', '.join(TASKS)}")
+    return TASKS[config.task](config)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a run; a resumed run must be given the same values."""
+
+    arch: ArchSpec
+    recipe: Recipe
+    data: str
+    out: Path
+    epochs: int
+    batch_size: int = setting(128, "global batch size")
+    resolution: int = 32
+    task: str = setting("classification", "what the network learns", choices=TASKS)
+    seed: int = setting(0, "initial weights, data split and batch order")
+    num_workers: int = setting(0, "DataLoader worker processes")
+    segmentation_head: str = setting("lraspp", "segmentation head", choices=HEADS)
+    output_stride: int = setting(16, "segmentation: the backbone's output stride", choices=(8, 16))
+    reduced_tail: bool = setting(False, "halve the last stage (segmentation)")
+    eval_scale: float = setting(1.0, "segmentation: evaluate on images scaled by this factor")
+    synthetic_train: int = setting(2000, "synthetic training images")
+    synthetic_val: int = setting(500, "synthetic validation images")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["arch"] = self.arch.to_string()
+        data["out"] = str(self.out)
+        return data
 
 
 def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -157,22 +214,6 @@ def _set_rng_state(state: dict[str, Any], device: str) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and device.startswith("cuda"):
         torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _check_same_config(saved: dict[str, Any], config: TrainConfig) -> None:
-    current = json.loads(json.dumps(config.to_dict(), default=str))
-    for key in sorted(set(saved) | set(current)):
-        if key in ("num_workers", "out"):
-            continue
-        if saved.get(key) != current.get(key):
-            raise NasError(f"--resume: {key} differs from the checkpoint's ({saved.get(key)!r} vs {current.get(key)!r});"
-                           " resume with the original settings or use a new --out")
 
 
 def plot_learning_curve(history: pd.DataFrame, path: Path) -> None:
@@ -223,36 +264,72 @@ def fit(config: TrainConfig, *, resume: bool = False, progress: bool = True, dev
             dist.destroy_process_group()
 
 
+@dataclass
+class _Run:
+    """One training process's objects, built by :func:`_setup`, advanced by :func:`_epoch`."""
+
+    config: TrainConfig
+    task: Task
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: ModelEma | None
+    norms: list[nn.modules.batchnorm._BatchNorm]
+    bn_bases: list[float]
+    loader: DataLoader
+    sampler: DistributedSampler | None
+    generator: torch.Generator
+    val_loader: DataLoader
+    device: str
+    world: int
+    rank: int
+    start_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.config.out)
+
+    @property
+    def per_process(self) -> int:
+        return self.config.batch_size // self.world
+
+    @property
+    def scored(self) -> nn.Module:
+        """The network whose metrics are the run's: the EMA where there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+
 def _fit(config: TrainConfig, *, resume: bool, progress: bool, device: str, world: int, rank: int,
          stop_after: int | None) -> FitResult:
-    out = Path(config.out)
-    checkpoint_path = out / CHECKPOINT
-    if checkpoint_path.exists() and not resume:
-        raise NasError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    if resume and not checkpoint_path.exists():
-        raise NasError(f"--resume: no {CHECKPOINT} in {out}")
-    torch.manual_seed(config.seed)
-    task = _Task(config)
-    model = task.build().to(device)
-    recipe = config.recipe
-    optimizer = make_optimizer(recipe, model)
-    ema = ModelEma(model, recipe.ema_decay) if recipe.ema_decay else None
-    norms = _batch_norms(model)
-    bn_bases = [m.momentum for m in norms]
-    torch.manual_seed(config.seed + rank)  # augmentation differs per process, the initial weights do not
-
-    start_epoch, history = 0, []
+    checkpoint = Path(config.out) / CHECKPOINT
+    if checkpoint.exists() and not resume:
+        raise NasError(f"{config.out} already holds a run; pass --resume to continue it, or choose another --out")
+    if resume and not checkpoint.exists():
+        raise NasError(f"--resume: no {CHECKPOINT} in {config.out}")
+    run = _setup(config, device=device, world=world, rank=rank)
     if resume:
-        state = torch.load(checkpoint_path, map_location=device, weights_only=False)
-        _check_same_config(state["config"], config)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        start_epoch, history = state["epoch"], list(state["history"])
-        _set_rng_state(state["rng"][rank], device)
+        _restore(run, checkpoint)
+    train_model = _parallel(run)
+    if _is_main(rank):
+        rundir.write_text(run.out / "spec.json", run.task.spec.to_json(indent=2))
+    end_epoch = config.epochs if stop_after is None else min(config.epochs, run.start_epoch + stop_after)
+    for epoch in range(run.start_epoch, end_epoch):
+        run.history.append(_epoch(run, train_model, epoch, progress))
+        _save(run, checkpoint, progress)
+    return FitResult(history=pd.DataFrame(run.history), final=_finish(run), checkpoint=checkpoint,
+                     resumed_from=run.start_epoch)
 
-    train_set: Dataset = task.data.train
+
+def _setup(config: TrainConfig, *, device: str, world: int, rank: int) -> _Run:
+    """Data, network, optimizer, EMA and loaders, as a fresh run starts them."""
+    torch.manual_seed(config.seed)
+    task = make_task(config)
+    model = task.build().to(device)
+    norms = _batch_norms(model)
+    optimizer = make_optimizer(config.recipe, model)
+    ema = ModelEma(model, config.recipe.ema_decay) if config.recipe.ema_decay else None
+    torch.manual_seed(config.seed + rank)  # augmentation differs per process, the initial weights do not
+    train_set = task.train_set()
     per_process = config.batch_size // world
     sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed,
                                  drop_last=True) if world > 1 else None
@@ -260,97 +337,127 @@ def _fit(config: TrainConfig, *, resume: bool, progress: bool, device: str, worl
     loader = DataLoader(train_set, batch_size=per_process, shuffle=sampler is None, sampler=sampler,
                         generator=generator, drop_last=len(train_set) >= per_process * world,
                         num_workers=config.num_workers, pin_memory=device.startswith("cuda"))
-    steps_per_epoch = len(loader)
-    if steps_per_epoch == 0:
+    if len(loader) == 0:
         raise NasError(f"the training set ({len(train_set)} images) is smaller than one batch")
-    val_loader = task.val_loader(max(1, per_process))
-    train_model: nn.Module = model
-    cuda = device.startswith("cuda")
+    return _Run(config=config, task=task, model=model, optimizer=optimizer, ema=ema, norms=norms,
+                bn_bases=[m.momentum for m in norms], loader=loader, sampler=sampler, generator=generator,
+                val_loader=task.loader("val", max(1, per_process)), device=device, world=world, rank=rank)
+
+
+def _restore(run: _Run, checkpoint: Path) -> None:
+    """Continue from the last epoch's checkpoint, which must come from the same settings."""
+    state = rundir.read_checkpoint(checkpoint, device=run.device, weights_only=False)
+    rundir.check_same(state["config"], run.config.to_dict(), where=checkpoint, may_differ=("num_workers", "out"),
+                      advice="resume with the original settings or use a new --out")
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
+    run.start_epoch, run.history = state["epoch"], list(state["history"])
+    _set_rng_state(state["rng"][run.rank], run.device)
+
+
+def _parallel(run: _Run) -> nn.Module:
+    """The module the steps run through: compiled on a GPU, wrapped in DDP across processes."""
+    train_model = run.model
+    cuda = run.device.startswith("cuda")
     if cuda:
-        train_model = torch.compile(model)
-    if world > 1:
-        train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=[device] if cuda else None)
+        train_model = torch.compile(run.model)
+    if run.world > 1:
+        train_model = nn.parallel.DistributedDataParallel(train_model, device_ids=[run.device] if cuda else None)
+    return train_model
 
-    if _is_main(rank):
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "spec.json").write_text(task.spec.to_json(indent=2))
-    end_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
-    for epoch in range(start_epoch, end_epoch):
-        generator.manual_seed(config.seed * 100_003 + epoch)
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        train_model.train()
-        losses, images, begin = [], 0, time.perf_counter()
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
-        for i, (inputs, targets) in enumerate(bar):
-            step = epoch * steps_per_epoch + i
-            lr = learning_rate(recipe, step=step, steps_per_epoch=steps_per_epoch, epochs=config.epochs,
-                               batch_size=config.batch_size)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            _warm_bn_momentum(norms, bn_bases, step)
-            inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                loss = task.criterion(train_model(inputs), targets)
-            try:
-                losses.append(check_loss(loss, step))
-            except DivergedError as err:
-                kept = f"checkpoint of epoch {history[-1]['epoch']} kept in {out}" if history else "no checkpoint yet"
-                raise DivergedError(f"{err}; {kept}") from None
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.update(model)
-            images += len(targets) * world
-            rate = images / (time.perf_counter() - begin)
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}")
-        seconds = time.perf_counter() - begin
-        if world > 1:
-            _average_buffers(model, world)
-            if ema is not None:
-                _average_buffers(ema.module, world)
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr,
-                               "train_loss": sum(losses) / len(losses), "train_images_per_s": images / seconds,
-                               "seconds": seconds}
-        row.update({f"val_{k}": v for k, v in task.evaluate(model, val_loader, device).items()})
-        if ema is not None:
-            row.update({f"ema_val_{k}": v for k, v in task.evaluate(ema.module, val_loader, device).items()})
-        history.append(row)
-        rng = [_rng_state(device)]
-        if world > 1:
-            rng = [None] * world
-            dist.all_gather_object(rng, _rng_state(device))
-        if _is_main(rank):
-            _save_atomic({"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                          "ema": ema.state_dict() if ema is not None else None, "rng": rng, "history": history,
-                          "config": json.loads(json.dumps(config.to_dict(), default=str)),
-                          "spec": task.spec.to_json(), "task": config.task}, checkpoint_path)
-            frame = pd.DataFrame(history)
-            frame.to_csv(out / METRICS, index=False)
-            plot_learning_curve(frame, out / CURVE)
-            if progress:
-                shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("val_", "ema_val_")))
-                tqdm.write(f"epoch {epoch + 1}/{config.epochs}: train loss {row['train_loss']:.4f}, {shown}")
-        if world > 1:
-            dist.barrier()
 
-    frame = pd.DataFrame(history)
-    last = history[-1] if history else {}
-    prefix = "ema_val_" if ema is not None else "val_"
+def _epoch(run: _Run, train_model: nn.Module, epoch: int, progress: bool) -> dict[str, Any]:
+    """Train one epoch and evaluate; the epoch's metrics row."""
+    config, device = run.config, run.device
+    cuda = device.startswith("cuda")
+    steps_per_epoch = len(run.loader)
+    run.generator.manual_seed(config.seed * 100_003 + epoch)
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+    train_model.train()
+    losses, images, begin = [], 0, time.perf_counter()
+    bar = tqdm(run.loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+    for i, (inputs, targets) in enumerate(bar):
+        step = epoch * steps_per_epoch + i
+        lr = learning_rate(config.recipe, step=step, steps_per_epoch=steps_per_epoch, epochs=config.epochs,
+                           batch_size=config.batch_size)
+        for group in run.optimizer.param_groups:
+            group["lr"] = lr
+        _warm_bn_momentum(run.norms, run.bn_bases, step)
+        inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            loss = run.task.criterion(train_model(inputs), targets)
+        try:
+            losses.append(check_loss(loss, step))
+        except DivergedError as err:
+            kept = (f"checkpoint of epoch {run.history[-1]['epoch']} kept in {run.out}" if run.history
+                    else "no checkpoint yet")
+            raise DivergedError(f"{err}; {kept}") from None
+        run.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        run.optimizer.step()
+        if run.ema is not None:
+            run.ema.update(run.model)
+        images += len(targets) * run.world
+        rate = images / (time.perf_counter() - begin)
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.4g}", img_s=f"{rate:.0f}")
+    seconds = time.perf_counter() - begin
+    if run.world > 1:
+        _average_buffers(run.model, run.world)
+        if run.ema is not None:
+            _average_buffers(run.ema.module, run.world)
+    row: dict[str, Any] = {"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch, "lr": lr,
+                           "train_loss": sum(losses) / len(losses), "train_images_per_s": images / seconds,
+                           "seconds": seconds}
+    row.update({f"val_{k}": v for k, v in run.task.evaluate(run.model, run.val_loader, device).items()})
+    if run.ema is not None:
+        row.update({f"ema_val_{k}": v for k, v in run.task.evaluate(run.ema.module, run.val_loader, device).items()})
+    return row
+
+
+def _save(run: _Run, checkpoint: Path, progress: bool) -> None:
+    """Checkpoint the finished epoch (every process's RNG state in it), the metrics CSV and the curve."""
+    rng = [_rng_state(run.device)]
+    if run.world > 1:
+        rng = [None] * run.world
+        dist.all_gather_object(rng, _rng_state(run.device))
+    if _is_main(run.rank):
+        row, config = run.history[-1], run.config
+        rundir.write_torch(checkpoint, {
+            "epoch": row["epoch"], "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+            "ema": run.ema.state_dict() if run.ema is not None else None, "rng": rng, "history": run.history,
+            "config": json.loads(json.dumps(config.to_dict(), default=str)), "spec": run.task.spec.to_json(),
+            "task": config.task})
+        frame = pd.DataFrame(run.history)
+        rundir.write_table(run.out / METRICS, frame)
+        plot_learning_curve(frame, run.out / CURVE)
+        if progress:
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith(("val_", "ema_val_")))
+            tqdm.write(f"epoch {row['epoch']}/{config.epochs}: train loss {row['train_loss']:.4f}, {shown}")
+    if run.world > 1:
+        dist.barrier()
+
+
+def _finish(run: _Run) -> dict[str, float]:
+    """The final metrics (the EMA's where there is one), with the test split's once every epoch is done."""
+    last = run.history[-1] if run.history else {}
+    prefix = "ema_val_" if run.ema is not None else "val_"
     final = {k[len(prefix):]: float(v) for k, v in last.items() if k.startswith(prefix)}
-    finished = len(history) == config.epochs
-    if _is_main(rank) and finished and config.task == "classification" and task.data.test is not None:
+    if not _is_main(run.rank):
+        return final
+    if len(run.history) == run.config.epochs:
         # The held-out validation split steered nothing here, but search and NetAdapt may have
         # used it; the test split is the number to publish.
-        scored = ema.module if ema is not None else model
-        test_loader = task.data.loader("test", batch_size=max(1, per_process))
-        final.update({f"test_{k}": v for k, v in task.evaluate(scored, test_loader, device).items()})
-    if _is_main(rank) and history:
-        (out / RESULT).write_text(json.dumps({"epochs_done": len(history), "final": final,
-                                              "evaluated": "ema" if ema is not None else "model",
-                                              "config": config.to_dict()}, indent=2))
-    return FitResult(history=frame, final=final, checkpoint=checkpoint_path, resumed_from=start_epoch)
+        test_loader = run.task.loader("test", max(1, run.per_process))
+        if test_loader is not None:
+            final.update({f"test_{k}": v for k, v in run.task.evaluate(run.scored, test_loader, run.device).items()})
+    if run.history:
+        rundir.write_json(run.out / RESULT, {"epochs_done": len(run.history), "final": final,
+                                             "evaluated": "ema" if run.ema is not None else "model",
+                                             "config": run.config.to_dict()})
+    return final
 
 
 def load_trained(checkpoint: Path, *, use_ema: bool = True, device: str = "cpu") -> tuple[nn.Module, ArchSpec, dict]:
@@ -358,21 +465,12 @@ def load_trained(checkpoint: Path, *, use_ema: bool = True, device: str = "cpu")
     checkpoint = Path(checkpoint)
     if checkpoint.is_dir():
         checkpoint = checkpoint / CHECKPOINT
-    if not checkpoint.is_file():
-        raise NasError(f"{checkpoint}: no such checkpoint")
-    try:
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-    except Exception as err:  # a truncated or foreign file: say which, not a pickle traceback
-        raise NasError(f"{checkpoint}: not a readable checkpoint ({type(err).__name__})") from None
+    state = rundir.read_checkpoint(checkpoint, device=device, weights_only=False)
     if not isinstance(state, dict) or "model" not in state or "spec" not in state:
         raise NasError(f"{checkpoint}: not a checkpoint written by python -m nas.train")
     spec = ArchSpec.from_json(state["spec"])
     config = state["config"]
-    if state.get("task") == "segmentation":
-        model = build_segmentation_model(spec, num_classes=_segmentation_classes(state["model"]),
-                                         head=config["segmentation_head"], output_stride=config["output_stride"])
-    else:
-        model = build_model(spec)
+    model = TASKS[state.get("task", "classification")].rebuild(spec, config, state["model"])
     weights = state["ema"]["module"] if use_ema and state.get("ema") else state["model"]
     model.load_state_dict(weights)
     return model.to(device).eval(), spec, config
