@@ -7,7 +7,7 @@
     OUT/manual_edits/            edited.json and done.json (every edit with its latency)
     OUT/netadapt/                the NetAdapt run directory
     OUT/train/found/, OUT/train/<reference>/   two training runs with the same budget
-    OUT/report.md, comparison.png, layers.png
+    OUT/report.md, comparison.png, layers.png, learning_curves.png
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from nas import zoo
 from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.pipeline.config import Execution, PipelineConfig
-from nas.pipeline.report import write_report
+from nas.pipeline.report import write_run_report
 from nas.pipeline.stages import (
-    deployed, describe, read_done, run_edits_stage, run_netadapt_stage, run_search_stage, run_train_stage, say,
+    describe, read_done, run_edits_stage, run_netadapt_stage, run_search_stage, run_train_stage, say,
 )
 
 
@@ -80,15 +80,7 @@ def run_pipeline(config: PipelineConfig, out: Path, execution: Execution | None 
                      "test_top1": trained[name].get("test_top1", float("nan"))})
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "summary.csv", index=False)
-    edits = pd.DataFrame(edited["steps"])[["edit", "latency_ms", "params", "madds"]]
-    train = config.train
-    note = (f"recipe {train.recipe}, {train.epochs} epochs, batch {train.batch_size}, {train.resolution} px, "
-            f"data {config.data}")
-    path = write_report(out, name=config.name, target=config.target, reference_name=config.reference,
-                        found=deployed(found), reference=reference, summary=summary, edits=edits,
-                        seed_source=f"{searched['source']}: {searched['latency_ms']:.2f} ms, "
-                                    f"`{searched['spec']}`",
-                        netadapt=adapted, train_note=note)
+    path = write_run_report(config, out)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"report: {path}")
     return path
