@@ -53,7 +53,7 @@ def png_bytes(fig: Figure) -> bytes:
     return buffer.getvalue()
 
 
-def percent_axis(axis) -> None:
+def _percent_axis(axis) -> None:
     """Show a 0-1 accuracy axis in percent; its limits stay where the data put them."""
     axis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:.4g}%"))
 
@@ -146,7 +146,7 @@ def plot_pareto(trials_df: pd.DataFrame, path, *, reference_points: pd.DataFrame
         _draw_references(ax, reference_points)
     ax.set_xlabel(f"latency on {target} (ms)" if target else "latency (ms)")
     ax.set_ylabel("top-1 accuracy")
-    percent_axis(ax.yaxis)
+    _percent_axis(ax.yaxis)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
@@ -191,7 +191,7 @@ def plot_netadapt_history(history_df: pd.DataFrame, path, *, proposals: pd.DataF
         ax.axvline(latency_target, color="red", linestyle="--", linewidth=1, label=f"target {latency_target:.4g} ms")
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("top-1 accuracy")
-    percent_axis(ax.yaxis)
+    _percent_axis(ax.yaxis)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -204,7 +204,7 @@ def plot_netadapt_history(history_df: pd.DataFrame, path, *, proposals: pd.DataF
     ax_acc = ax_iter.twinx()
     ax_acc.plot(iteration[known], accuracy[known], marker="s", color="C1")
     ax_acc.set_ylabel("top-1 accuracy", color="C1")
-    percent_axis(ax_acc.yaxis)
+    _percent_axis(ax_acc.yaxis)
     ax_iter.grid(alpha=0.3)
     ax_iter.set_title("per iteration")
     fig.tight_layout()
