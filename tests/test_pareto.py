@@ -260,7 +260,7 @@ def test_plot_pareto_draws_a_front_per_group_and_the_references(tmp_path):
     expected = pareto_front(trials[trials.controller == "rl"])
     assert front_line.get_xdata().tolist() == pytest.approx(expected["latency_ms"].tolist())
     texts = [t.get_text() for t in ax.texts]
-    assert "mobilenet_v3_large" in texts and " mnasnet_a1" in texts  # star label; vertical-line label
+    assert "mobilenet_v3_large" in texts and "mnasnet_a1" in texts  # star label; vertical-line label
     assert ax.get_xlabel() == "latency on pixel-cpu (ms)"
 
 

@@ -10,17 +10,25 @@ Example::
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
+from nas.analysis.labels import spread_labels
 from nas.analysis.pareto import ACCURACY_LATENCY, pareto_front, valid_rows
 from nas.errors import NasError
 
 _DPI = 120
+PNG_METADATA = {"Software": None}  # no matplotlib version in the file: same figure, same bytes
+_REF_FONT = 7.0  # points
+_LINE_SPACING = 1.3  # label gap, in font sizes
+_STAR_RISE = 4.0  # points a star's label sits above it when nothing crowds it
+_LABEL_BOX = {"facecolor": "white", "edgecolor": "none", "alpha": 0.8, "pad": 0.3}  # hides the lines it crosses
+_LEADER = {"arrowstyle": "-", "color": "0.5", "linewidth": 0.6}
 
 
 def _require(df: pd.DataFrame, columns: list[str], what: str) -> None:
@@ -30,26 +38,75 @@ def _require(df: pd.DataFrame, columns: list[str], what: str) -> None:
 
 
 def _save(fig: Figure, path) -> Figure:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=_DPI)
+    """Write the PNG where a path is given; a notebook passes none and shows :func:`png_bytes`."""
+    if path is not None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=_DPI, metadata=PNG_METADATA)
     return fig
 
 
-def _draw_references(ax, reference_points: pd.DataFrame) -> None:
-    """Zoo networks: a star where accuracy is known, else a labelled vertical line at their latency."""
+def png_bytes(fig: Figure) -> bytes:
+    """The figure as PNG bytes, as :func:`_save` would write it (for ``IPython.display.Image``)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=_DPI, metadata=PNG_METADATA)
+    return buffer.getvalue()
+
+
+def _percent_axis(axis) -> None:
+    """Show a 0-1 accuracy axis in percent; its limits stay where the data put them."""
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 * value:.4g}%"))
+
+
+def _points(ax, xy: np.ndarray) -> np.ndarray:
+    """Data coordinates to typographic points from the figure's lower left corner."""
+    return ax.transData.transform(xy) * 72.0 / ax.figure.dpi
+
+
+def _reference_arrays(reference_points: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Names, latency and accuracy (NaN where unknown) of the zoo networks, rows without a latency dropped."""
     _require(reference_points, ["name", "latency_ms"], "reference points")
-    has_accuracy = "accuracy" in reference_points.columns
-    for row in reference_points.itertuples(index=False):
-        accuracy = float(row.accuracy) if has_accuracy else float("nan")
-        if np.isfinite(accuracy):
-            ax.scatter([row.latency_ms], [accuracy], marker="*", s=160, color="black", zorder=5)
-            ax.annotate(row.name, (row.latency_ms, accuracy), textcoords="offset points", xytext=(6, 4),
-                        fontsize=8)
-        else:
-            ax.axvline(row.latency_ms, color="0.45", linestyle=":", linewidth=1)
-            ax.text(row.latency_ms, 0.98, f" {row.name}", transform=ax.get_xaxis_transform(), rotation=90,
-                    va="top", ha="right", fontsize=7, color="0.3")
+    latency = pd.to_numeric(reference_points["latency_ms"], errors="coerce").to_numpy(dtype=float)
+    accuracy = (pd.to_numeric(reference_points["accuracy"], errors="coerce").to_numpy(dtype=float)
+                if "accuracy" in reference_points.columns else np.full(len(latency), np.nan))
+    known = np.isfinite(latency)
+    return reference_points["name"].astype(str).to_numpy()[known], latency[known], accuracy[known]
+
+
+def _draw_references(ax, reference_points: pd.DataFrame) -> None:
+    """Zoo networks: a star where accuracy is known, else a dotted vertical line at their latency."""
+    _, latency, accuracy = _reference_arrays(reference_points)
+    star = np.isfinite(accuracy)
+    ax.scatter(latency[star], accuracy[star], marker="*", s=160, color="black", zorder=5)
+    for x in latency[~star]:
+        ax.axvline(x, color="0.45", linestyle=":", linewidth=1)
+
+
+def _label_references(ax, reference_points: pd.DataFrame) -> None:
+    """Name the zoo networks once the axes are laid out and their limits fixed.
+
+    Labels are spread in points (:func:`spread_labels`), so two networks a millisecond apart get
+    two readable labels instead of one smudge; a star label moved off its star gets a leader line.
+    """
+    names, latency, accuracy = _reference_arrays(reference_points)
+    ax.set_xlim(ax.get_xlim())
+    ax.set_ylim(ax.get_ylim())
+    (left, bottom), (right, top) = ax.get_window_extent().get_points() * 72.0 / ax.figure.dpi
+    gap = _REF_FONT * _LINE_SPACING
+    star = np.isfinite(accuracy)
+
+    star_y = _points(ax, np.column_stack([latency[star], accuracy[star]]))[:, 1]
+    placed = spread_labels(star_y + _STAR_RISE, gap=gap, low=bottom + gap / 2, high=top - gap / 2)
+    for x, y, name, rise in zip(latency[star], accuracy[star], names[star], placed - star_y):
+        ax.annotate(name, (x, y), textcoords="offset points", xytext=(7, rise), va="center", fontsize=_REF_FONT,
+                    arrowprops=_LEADER if abs(rise - _STAR_RISE) > 1 else None)
+
+    line_x = _points(ax, np.column_stack([latency[~star], np.zeros((~star).sum())]))[:, 0]
+    placed = spread_labels(line_x, gap=gap, low=left + gap, high=right)
+    for x, name, shift in zip(latency[~star], names[~star], placed - line_x):
+        ax.annotate(name, (x, 0.98), xycoords=ax.get_xaxis_transform(), textcoords="offset points",
+                    xytext=(shift - 1, 0), rotation=90, va="top", ha="right", fontsize=_REF_FONT, color="0.3",
+                    bbox=_LABEL_BOX)
 
 
 def plot_pareto(trials_df: pd.DataFrame, path, *, reference_points: pd.DataFrame | None = None,
@@ -60,7 +117,7 @@ def plot_pareto(trials_df: pd.DataFrame, path, *, reference_points: pd.DataFrame
     ``by`` names the column that splits trials into groups (one colour and one front each);
     ``None`` draws one group. ``reference_points`` has columns name, latency_ms and optionally
     accuracy (see :func:`nas.analysis.references.reference_latencies`). ``latency_target`` draws
-    the search's T. Writes the PNG and returns the figure (for inspection or further drawing).
+    the search's T. Writes the PNG (unless ``path`` is None) and returns the figure.
     """
     _require(trials_df, list(ACCURACY_LATENCY), "trials table")
     if by is not None:
@@ -88,11 +145,14 @@ def plot_pareto(trials_df: pd.DataFrame, path, *, reference_points: pd.DataFrame
     if reference_points is not None:
         _draw_references(ax, reference_points)
     ax.set_xlabel(f"latency on {target} (ms)" if target else "latency (ms)")
-    ax.set_ylabel("accuracy (top-1)")
+    ax.set_ylabel("top-1 accuracy")
+    _percent_axis(ax.yaxis)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
+    if reference_points is not None:
+        _label_references(ax, reference_points)
     return _save(fig, path)
 
 
@@ -102,7 +162,7 @@ def plot_netadapt_history(history_df: pd.DataFrame, path, *, proposals: pd.DataF
 
     ``history_df`` is NetAdapt's ``history.csv`` (iteration, latency_ms, accuracy; 0 = the seed);
     ``proposals`` (its ``proposals.csv``) adds every fine-tuned candidate as a faint point, so the
-    choice made at each step is visible. Writes the PNG and returns the figure.
+    choice made at each step is visible. Writes the PNG (unless ``path`` is None) and returns the figure.
     """
     _require(history_df, ["iteration", "latency_ms", "accuracy"], "NetAdapt history")
     if history_df.empty:
@@ -128,9 +188,10 @@ def plot_netadapt_history(history_df: pd.DataFrame, path, *, proposals: pd.DataF
             ax.annotate(f"it {iteration[i]}", (latency[i], accuracy[i]), textcoords="offset points",
                         xytext=(-5, 5), ha="right", fontsize=8)
     if latency_target is not None:
-        ax.axvline(latency_target, color="red", linestyle="--", linewidth=1, label=f"target {latency_target:g} ms")
+        ax.axvline(latency_target, color="red", linestyle="--", linewidth=1, label=f"target {latency_target:.4g} ms")
     ax.set_xlabel("latency (ms)")
-    ax.set_ylabel("accuracy (top-1)")
+    ax.set_ylabel("top-1 accuracy")
+    _percent_axis(ax.yaxis)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -142,7 +203,8 @@ def plot_netadapt_history(history_df: pd.DataFrame, path, *, proposals: pd.DataF
     ax_iter.set_ylabel("latency (ms)", color="C0")
     ax_acc = ax_iter.twinx()
     ax_acc.plot(iteration[known], accuracy[known], marker="s", color="C1")
-    ax_acc.set_ylabel("accuracy (top-1)", color="C1")
+    ax_acc.set_ylabel("top-1 accuracy", color="C1")
+    _percent_axis(ax_acc.yaxis)
     ax_iter.grid(alpha=0.3)
     ax_iter.set_title("per iteration")
     fig.tight_layout()

@@ -10,14 +10,19 @@ from typing import Sequence
 
 from nas.cli import run
 from nas.cluster import probe
+from nas.errors import NasError
 from nas.pipeline.config import Execution, load_config
+from nas.pipeline.report import rewrite_report
 from nas.pipeline.runner import run_pipeline, with_data
 from nas.train.device import check_device, default_device
 
 EXAMPLE = """examples:
   python -m nas.pipeline experiments/mobilenetv3_small.yaml --quick       (minutes on 2 cores)
   python -m nas.pipeline experiments/mobilenetv3_small_cifar10.yaml --data cifar10_jpg --out runs/small  (train/ + test/)
-rerun the same command with the same --out to resume: finished stages are skipped."""
+rerun the same command with the same --out to resume: finished stages are skipped.
+add --report-only to redraw report.md and every figure of a finished run from its records, training nothing:
+  python -m nas.pipeline experiments/mobilenetv3_small_cifar10.yaml --data /tmp/cifar/cifar10_jpg \\
+      --out experiments/results/mobilenetv3_small_cifar10 --report-only"""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -39,12 +44,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--ray-address", metavar="ADDRESS",
                         help="run the search trials and NetAdapt's fine-tunes on this Ray cluster (nas must be "
                              "installed on its nodes; default: a local Ray)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="run no stage: redraw report.md and the figures of the finished run in --out from its "
+                             "records (give the config and options it was run with)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     config = with_data(load_config(args.config, quick=args.quick), args.data)
+    if args.report_only:
+        if args.out is None:
+            raise NasError("--report-only needs --out, the directory of a finished run")
+        print(f"report: {rewrite_report(config, args.out)}")
+        return 0
     if args.ray_address:
         probe(args.ray_address)
     out = args.out or Path("runs") / f"{args.config.stem}-{datetime.now():%Y%m%d-%H%M%S}"

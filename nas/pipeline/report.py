@@ -6,18 +6,29 @@ report needs no optional dependency); the figures are matplotlib PNGs.
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from nas import rundir
+from nas import rundir, zoo
+from nas.analysis.plots import PNG_METADATA, plot_netadapt_history, plot_pareto
+from nas.analysis.runs import load_history, load_trials
 from nas.arch import ArchSpec
-from nas.pipeline.stages import AdaptedResult
+from nas.errors import NasError
+from nas.pipeline.config import PipelineConfig
+from nas.pipeline.stages import R, AdaptedResult, EditsResult, SeedResult, TrainedResult, deployed, read_done
+from nas.train.trainer import METRICS
 
 LAYER_COLUMNS = ["op", "kernel", "stride", "exp", "se", "act", "out"]
+CURVE_COLUMNS = ["epoch", "val_top1", "train_loss", "val_loss"]
 
 
 def _cell(value: Any) -> str:
@@ -59,24 +70,95 @@ def side_by_side(found: ArchSpec, reference: ArchSpec, names: tuple[str, str]) -
     return pd.concat([pd.DataFrame({"#": range(length)}), left, right], axis=1).fillna("")
 
 
-def plot_comparison(summary: pd.DataFrame, path: Path) -> None:
-    """Bars of latency, params, MAdds and proxy accuracy, one bar per network."""
-    metrics = [("latency_ms", "predicted latency (ms)"), ("params_M", "params (M)"), ("madds_M", "MAdds (M)"),
-               ("val_top1", "held-out val top-1"), ("test_top1", "test top-1")]
-    metrics = [(column, title) for column, title in metrics if summary[column].notna().any()]
-    fig = Figure(figsize=(3.2 * len(metrics), 3.6))
-    axes = fig.subplots(1, len(metrics))
-    colors = [f"C{i}" for i in range(len(summary))]
-    for ax, (column, title) in zip(axes, metrics):
-        ax.bar(summary["network"], summary[column], color=colors)
+def _value_labels(ax, values: np.ndarray, positions: np.ndarray, fmt: str, prefix: str = "") -> None:
+    """Each value written just right of its bar end or point."""
+    for value, y in zip(values, positions):
+        if np.isfinite(value):
+            ax.annotate(prefix + format(value, fmt), (value, y), textcoords="offset points", xytext=(5, 0),
+                        va="center", fontsize=8)
+
+
+def accuracy_limits(values, *, pad: float = 0.25, least: float = 1.0) -> tuple[float, float]:
+    """Axis limits (same unit as ``values``) around the finite values: their span widened by ``pad`` of it
+    on each side, at least ``least`` wide, so a point difference between two networks is visible."""
+    finite = np.asarray(values, dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size == 0:
+        raise NasError("no accuracy to plot")
+    low, high = float(finite.min()), float(finite.max())
+    margin = max(pad * (high - low), (least - (high - low)) / 2, 0.0)
+    return low - margin, high + margin
+
+
+def plot_comparison(summary: pd.DataFrame, path: Path) -> Figure:
+    """Latency, params and MAdds as bars from zero (their ratios read off the bars); top-1 accuracy in %
+    as points on an axis around the values, where bars from zero would hide a point's difference."""
+    sizes = [("latency_ms", "predicted latency (ms)", ".2f"), ("params_M", "params (M)", ".3f"),
+             ("madds_M", "MAdds (M)", ".1f")]
+    accuracies = [(column, label, marker) for column, label, marker in
+                  (("val_top1", "val", "o"), ("test_top1", "test", "D")) if summary[column].notna().any()]
+    networks = summary["network"].astype(str).tolist()
+    rows = np.arange(len(networks))
+    colors = [f"C{i % 10}" for i in range(len(networks))]
+    widths = [1.0] * len(sizes) + ([1.6] if accuracies else [])
+    fig = Figure(figsize=(2.9 * sum(widths) + 1.2, 0.5 * len(networks) + 1.6))
+    axes = fig.subplots(1, len(widths), sharey=True, gridspec_kw={"width_ratios": widths})
+    for ax, (column, title, fmt) in zip(axes, sizes):
+        values = summary[column].to_numpy(dtype=float)
+        ax.barh(rows, values, color=colors, height=0.6)
+        _value_labels(ax, values, rows, fmt)
+        ax.set_xlim(0, np.nanmax(values) * 1.3)
         ax.set_title(title, fontsize=9)
-        ax.tick_params(axis="x", labelrotation=20, labelsize=7)
-        ax.grid(axis="y", alpha=0.3)
+    if accuracies:
+        ax = axes[-1]
+        shown = []
+        for i, (column, label, marker) in enumerate(accuracies):
+            values = 100 * summary[column].to_numpy(dtype=float)
+            shown.extend(values)
+            lane = rows + 0.3 * (i - (len(accuracies) - 1) / 2)  # val above test within a network's row
+            ax.scatter(values, lane, marker=marker, s=40, c=colors, edgecolors="black", linewidths=0.6, zorder=3)
+            _value_labels(ax, values, lane, ".1f", prefix=f"{label} ")
+        low, high = accuracy_limits(shown)
+        ax.set_xlim(low, high + 0.3 * (high - low))  # room for the value labels
+        ax.set_title("top-1 accuracy (%)", fontsize=9)
+    for ax in axes:
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=8)
+    axes[0].set_yticks(rows, networks)
+    axes[0].set_ylim(len(networks) - 0.5, -0.5)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata=PNG_METADATA)
+    return fig
 
 
-def plot_layers(found: ArchSpec, reference: ArchSpec, names: tuple[str, str], path: Path) -> None:
+def plot_learning_curves(curves: Mapping[str, pd.DataFrame], path: Path) -> Figure:
+    """Every trained network's validation top-1 (%) on one axis and its losses on another, epoch by epoch."""
+    fig = Figure(figsize=(10, 4))
+    ax_acc, ax_loss = fig.subplots(1, 2)
+    for (name, curve), color in zip(curves.items(), (f"C{i % 10}" for i in range(len(curves)))):
+        missing = [c for c in CURVE_COLUMNS if c not in curve.columns]
+        if missing:
+            raise NasError(f"training metrics of {name} have no column {missing[0]!r}")
+        epoch = curve["epoch"].to_numpy()
+        top1 = 100 * curve["val_top1"].to_numpy(dtype=float)
+        ax_acc.plot(epoch, top1, marker="o", markersize=3, color=color, label=name)
+        ax_acc.annotate(f"{top1[-1]:.1f}", (epoch[-1], top1[-1]), textcoords="offset points", xytext=(4, 0),
+                        va="center", fontsize=8, color=color)
+        ax_loss.plot(epoch, curve["train_loss"], color=color, label=f"{name} train")
+        ax_loss.plot(epoch, curve["val_loss"], color=color, linestyle="--", label=f"{name} val")
+    ax_acc.set(xlabel="epoch", ylabel="val top-1 accuracy (%)", title="held-out validation accuracy")
+    ax_loss.set(xlabel="epoch", ylabel="loss", title="loss (solid: train, dashed: val)")
+    ax_acc.margins(x=0.12)  # room for the final values
+    for ax in (ax_acc, ax_loss):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100, metadata=PNG_METADATA)
+    return fig
+
+
+def plot_layers(found: ArchSpec, reference: ArchSpec, names: tuple[str, str], path: Path) -> Figure:
     """Expanded width per layer against output stride: where each network spends its channels."""
     fig = Figure(figsize=(8, 3.8))
     ax = fig.subplots()
@@ -90,16 +172,21 @@ def plot_layers(found: ArchSpec, reference: ArchSpec, names: tuple[str, str], pa
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata=PNG_METADATA)
+    return fig
 
 
 def write_report(out: Path, *, name: str, target: str, reference_name: str, found: ArchSpec,
                  reference: ArchSpec, summary: pd.DataFrame, edits: pd.DataFrame, seed_source: str,
-                 netadapt: AdaptedResult, train_note: str) -> Path:
-    """``report.md`` with ``comparison.png`` and ``layers.png`` beside it."""
+                 netadapt: AdaptedResult, train_note: str, curves: Mapping[str, pd.DataFrame] | None = None) -> Path:
+    """``report.md`` with ``comparison.png``, ``layers.png`` and (given ``curves``) ``learning_curves.png``."""
     names = ("found", reference_name)
     plot_comparison(summary, out / "comparison.png")
     plot_layers(found, reference, names, out / "layers.png")
+    training = []
+    if curves:
+        plot_learning_curves(curves, out / "learning_curves.png")
+        training = ["## Training", "![learning curves](learning_curves.png)"]
     shown = summary.assign(params_M=summary["params_M"].round(3), madds_M=summary["madds_M"].round(1),
                            latency_ms=summary["latency_ms"].round(2), val_top1=summary["val_top1"].round(4),
                            test_top1=summary["test_top1"].round(4))
@@ -111,11 +198,13 @@ def write_report(out: Path, *, name: str, target: str, reference_name: str, foun
         f"split, after training both networks with the same budget ({train_note}).",
         markdown_table(shown),
         "![comparison](comparison.png)",
+        *training,
         f"## Seed\n\n{seed_source}",
         "## Manual edits (MobileNetV3 section 5)",
         markdown_table(edits.assign(latency_ms=edits["latency_ms"].round(2))),
         f"## NetAdapt\n\nTarget {netadapt.target_ms:.2f} ms ({reference_name} on {target}): {reached}; "
-        f"{netadapt.iterations} iterations, final {netadapt.facts.latency_ms:.2f} ms. See `netadapt/history.png`.",
+        f"{netadapt.iterations} iterations, final {netadapt.facts.latency_ms:.2f} ms.",
+        "![NetAdapt trajectory](netadapt/history.png)",
         "## Layer by layer",
         markdown_table(side_by_side(found, reference, names)),
         "![layers](layers.png)",
@@ -124,3 +213,72 @@ def write_report(out: Path, *, name: str, target: str, reference_name: str, foun
     path = out / "report.md"
     rundir.write_text(path, text + "\n")
     return path
+
+
+def _finished(folder: Path, kind: type[R], out: Path) -> R:
+    done = read_done(folder, kind)
+    if done is None:
+        raise NasError(f"{out} has no finished '{folder.relative_to(out)}' stage; run the pipeline into it first")
+    return done
+
+
+def write_run_report(config: PipelineConfig, out: Path) -> Path:
+    """The report of a run whose stages are all finished, from their records and ``summary.csv`` in ``out``."""
+    searched = _finished(out / "search", SeedResult, out)
+    edited = _finished(out / "manual_edits", EditsResult, out)
+    adapted = _finished(out / "netadapt", AdaptedResult, out)
+    names = ("found", config.reference)
+    curves = {}
+    for name in names:
+        _finished(out / "train" / name, TrainedResult, out)
+        metrics = out / "train" / name / METRICS
+        if metrics.is_file():
+            curves[name] = pd.read_csv(metrics)
+    if not (out / "summary.csv").is_file():
+        raise NasError(f"{out} has no summary.csv; run the pipeline into it first")
+    summary = pd.read_csv(out / "summary.csv")
+    edits = pd.DataFrame([step.to_row() for step in edited.steps])[["edit", "latency_ms", "params", "madds"]]
+    train = config.train
+    note = (f"recipe {train.recipe}, {train.epochs} epochs, batch {train.batch_size}, {train.resolution} px, "
+            f"data {config.data}")
+    return write_report(out, name=config.name, target=config.target, reference_name=config.reference,
+                        found=deployed(adapted.spec), reference=zoo.get(config.reference),
+                        summary=summary, edits=edits,
+                        seed_source=f"{searched.source}: {searched.facts.latency_ms:.2f} ms, "
+                                    f"`{searched.spec.to_string()}`",
+                        netadapt=adapted, train_note=note, curves=curves)
+
+
+def redraw_stage_figures(config: PipelineConfig, out: Path) -> list[Path]:
+    """``search/pareto.png`` and ``netadapt/history.png`` again from the stages' tables (as their tools draw them)."""
+    drawn = []
+    search, netadapt = out / "search", out / "netadapt"
+    _finished(search, SeedResult, out)
+    target_ms = _finished(netadapt, AdaptedResult, out).target_ms
+    if config.search.seed_arch is None:
+        trials = load_trials(search)
+        references = pd.read_csv(search / "references.csv")
+        plot_pareto(trials, search / "pareto.png", reference_points=references, by="controller",
+                    title=f"{config.search.space} search on {config.target} ({config.search.controller}, "
+                          f"{len(trials)} trials)",
+                    target=config.target, latency_target=config.search.target_ms)
+        drawn.append(search / "pareto.png")
+    proposals = netadapt / "proposals.csv"
+    plot_netadapt_history(load_history(netadapt), netadapt / "history.png",
+                          proposals=pd.read_csv(proposals) if proposals.is_file() else None, latency_target=target_ms)
+    drawn.append(netadapt / "history.png")
+    return drawn
+
+
+def rewrite_report(config: PipelineConfig, out: Path) -> Path:
+    """``--report-only``: redraw every figure and ``report.md`` of the finished run in ``out``, training nothing.
+
+    ``config`` must be the one the run was made with (its ``config.json``), so the report describes it.
+    """
+    saved = out / "config.json"
+    if not saved.is_file():
+        raise NasError(f"{out} holds no pipeline run (no config.json)")
+    rundir.check_same(rundir.read_json(saved, what="settings file"), asdict(config), where=out,
+                      advice="give the config and options it was run with")
+    redraw_stage_figures(config, out)
+    return write_run_report(config, out)

@@ -7,7 +7,7 @@
     OUT/manual_edits/            edited.json and done.json (every edit with its latency)
     OUT/netadapt/                the NetAdapt run directory
     OUT/train/found/, OUT/train/<reference>/   two training runs with the same budget
-    OUT/report.md, comparison.png, layers.png
+    OUT/report.md, comparison.png, layers.png, learning_curves.png
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ import pandas as pd
 
 from nas import rundir, zoo
 from nas.pipeline.config import Execution, PipelineConfig
-from nas.pipeline.report import write_report
+from nas.pipeline.report import write_run_report
 from nas.pipeline.stages import (
-    R, AdaptedResult, EditsResult, SeedResult, TrainedResult, deployed, describe, read_done, run_edits_stage,
+    R, AdaptedResult, EditsResult, SeedResult, TrainedResult, describe, read_done, run_edits_stage,
     run_netadapt_stage, run_search_stage, run_train_stage, say,
 )
 
@@ -66,15 +66,7 @@ def run_pipeline(config: PipelineConfig, out: Path, execution: Execution | None 
                      "test_top1": trained[name].final.get("test_top1", float("nan"))})
     summary = pd.DataFrame(rows)
     rundir.write_table(out / "summary.csv", summary)
-    edits = pd.DataFrame([step.to_row() for step in edited.steps])[["edit", "latency_ms", "params", "madds"]]
-    train = config.train
-    note = (f"recipe {train.recipe}, {train.epochs} epochs, batch {train.batch_size}, {train.resolution} px, "
-            f"data {config.data}")
-    path = write_report(out, name=config.name, target=config.target, reference_name=config.reference,
-                        found=deployed(found), reference=reference, summary=summary, edits=edits,
-                        seed_source=f"{searched.source}: {searched.facts.latency_ms:.2f} ms, "
-                                    f"`{searched.spec.to_string()}`",
-                        netadapt=adapted, train_note=note)
+    path = write_run_report(config, out)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"report: {path}")
     return path
