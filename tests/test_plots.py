@@ -148,8 +148,9 @@ def test_report_only_redraws_the_committed_run_without_training(tmp_path, capsys
 
     capsys.readouterr()
     assert run(main, [str(CONFIG), "--out", str(out), "--report-only"]) == 2  # another --data than the run's
-    assert capsys.readouterr().err.strip() == f"error: {out} holds a pipeline run with another 'data' setting; " \
-                                              "give the config and options it was run with"
+    assert capsys.readouterr().err.strip() == (
+        f"error: {out} was started with other settings (data: {RUN_DATA!r} there, 'synthetic' now); "
+        "give the config and options it was run with")
     shutil.rmtree(out / "netadapt")
     assert run(main, [str(CONFIG), "--data", RUN_DATA, "--out", str(out), "--report-only"]) == 2
     assert "no finished 'netadapt' stage" in capsys.readouterr().err
