@@ -60,7 +60,8 @@ def nested(prefix: str, params: Sequence[Param], groups: Mapping[Channels, Chann
     return tuple(Param(f"{prefix}.{param.name}", param.indexing(groups)) for param in params)
 
 
-def slice_channels(tensor: torch.Tensor, dims: Sequence[G | None], keep: Mapping[G, int | torch.Tensor]) -> torch.Tensor:
+def slice_channels(tensor: torch.Tensor, dims: Sequence[G | None],
+                   keep: Mapping[G, int | torch.Tensor]) -> torch.Tensor:
     """``tensor`` cut along each channel dimension to ``keep[group]``: an int keeps the first that
     many channels (a view, as a weight-sharing supernet wants), a tensor the channels at those
     indices (as weight inheritance wants)."""
