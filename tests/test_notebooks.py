@@ -75,7 +75,6 @@ def test_pareto_notebook_draws_fronts_and_hypervolumes(tmp_path, search_runs, mo
 
 
 def test_pareto_notebook_prices_the_zoo_on_the_target(tmp_path, search_runs, monkeypatch):
-    pytest.importorskip("nas.latency.predict", reason="latency layer (interface 2) not present")
     run_dirs, _ = search_runs
     monkeypatch.setenv("NAS_RUN_DIRS", str(run_dirs[0]))
     monkeypatch.setenv("NAS_TARGET", "pixel-cpu")  # shipped table + fitted model: nothing is timed
