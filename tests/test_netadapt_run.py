@@ -74,6 +74,7 @@ class Killed(BaseException):
     """Stands in for the process dying: nothing in the loop may catch it."""
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_mid_iteration_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     settings = Settings(target_ratio=0.75, delta_ratio=0.1, short_term_steps=2, pretrain_steps=2, max_proposals=3)
     reference = netadapt(SMALL, latency=toy_latency, training=TINY, settings=settings, out=tmp_path / "ref",
@@ -164,6 +165,7 @@ def assert_same_results(first, second) -> None:
         assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
 
 
+@pytest.mark.slow
 def test_ray_workers_match_the_in_process_path_and_report_a_failed_worker(tmp_path):
     ray = pytest.importorskip("ray")
     jobs = proposal_jobs(tmp_path, "local", "ray")
