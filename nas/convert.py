@@ -15,6 +15,10 @@ timm efficientnet          ``mnasnet_100`` (B1), ``semnasnet_100`` (A1),        
                            ``mobilenetv2_100``
 =========================  =====================================================  ======
 
+Each layout is a renaming table (:class:`Layout`, :class:`Renaming`): per part kind (stem, ``ds``
+/ ``ir`` / ``conv`` block, head), the library's name for each module our blocks declare
+(:func:`nas.model.network_parts`), so the network is walked once, by the declarations.
+
 A checkpoint stores weights, not the wiring: activations, strides, residuals and the SE gate come
 from the spec given with ``--arch``. timm's ``tf_*`` ports are not supported: TensorFlow's "same"
 padding is asymmetric at stride 2 and ours is symmetric, so the outputs would differ.
@@ -44,17 +48,17 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
 from nas import cli, zoo
 from nas.arch import ArchSpec, iter_layers
-from nas.blocks import BN_EPS
+from nas.blocks import BN_EPS, InvertedResidual
 from nas.errors import NasError
-from nas.model import build_model
+from nas.model import build_model, network_parts
 
 SOURCES = ("torchvision", "timm")
 
@@ -76,47 +80,90 @@ class Source:
 
 
 Plan = dict[str, Source]  # our state-dict key -> its source
+Address = dict[str, int]  # a part's place in a checkpoint: ``index``, and ``stage`` / ``block`` where staged
+
+
+@dataclass(frozen=True)
+class Renaming:
+    """One part kind's modules in a checkpoint layout: our module name -> theirs.
+
+    Tensor names (``weight``, ``running_var`` ...) are the same on both sides. Their names are
+    ``at`` joined with the mapped name, formatted with the part's :data:`Address`. With ``first``
+    set, the part is a Sequential whose positions (counting from ``first``) hold only the
+    ``groups`` the block has, so each group's name is prefixed by its position (torchvision
+    leaves absent layers out); otherwise ``groups`` is read as one fixed mapping. ``outside``
+    names modules that live elsewhere in the checkpoint (a classifier beside the features), in full.
+    """
+
+    at: str
+    groups: tuple[Mapping[str, str], ...]
+    first: str | None = None
+    outside: Mapping[str, str] = field(default_factory=dict)
+
+    def names(self, modules: Sequence[str], address: Address) -> dict[str, str]:
+        """Their module name for each of ``modules`` (ours, relative to the part)."""
+        names, position = {}, None if self.first is None else int(self.first.format(**address))
+        for group in self.groups:
+            present = {ours: theirs for ours, theirs in group.items() if ours in modules}
+            if position is not None and present:
+                present = {ours: _join(str(position), theirs) for ours, theirs in present.items()}
+                position += 1
+            names.update({ours: _join(self.at, theirs).format(**address) for ours, theirs in present.items()})
+        names.update({ours: theirs for ours, theirs in self.outside.items() if ours in modules})
+        if unnamed := [module for module in modules if module not in names]:
+            raise RuntimeError(f"internal: no name for {unnamed} under {self.at!r}")
+        return names
 
 
 @dataclass(frozen=True)
 class Layout:
-    """One library's naming of one model family, and what that family can hold."""
+    """One library's naming of one model family, and what that family can hold.
+
+    ``names`` has a :class:`Renaming` per part kind: ``stem``, each block op it can hold
+    (``ds``, ``ir``, ``conv``) and ``head``. Staged layouts (``first_stage`` set) address their
+    blocks as ``(stage, block)``, read from the checkpoint's keys by ``block_pattern``.
+    """
 
     name: str
     bn_eps: float
     efficient_head: bool  # MobileNetV3's head (linear layers after pooling) vs a 1x1 conv before it
     se_style: str | None  # the SE gate the family uses ("v3" hard-sigmoid, "mnas" sigmoid); None: no SE
-    conv_blocks: bool  # whether a regular-convolution block (our ``conv`` op) has a name here
-    plan: Callable[[ArchSpec, frozenset[str]], Plan]
+    names: Mapping[str, Renaming]
     block_pattern: str  # matches the keys of one block; its groups tell the blocks apart
-    block_offset: int  # our blocks = pattern's blocks + this (timm V3's head conv is one of its blocks;
-    #                    torchvision MNASNet's separable block is not in its stacks)
+    first_stage: int | None = None  # the stage number of the first staged block; None: blocks by index
+    first_block: str | None = None  # the op of a block 0 kept outside the stages (torchvision MNASNet's)
+    head_is_block: bool = False  # the head conv is the last staged block (timm MobileNetV3)
+    needs_expand: bool = False  # an ``ir`` block always has its 1x1 expansion here
+    conv_linears: frozenset[str] = frozenset()  # our linear layers that are 1x1 convolutions here
 
     def count_blocks(self, keys: Sequence[str]) -> int:
         """How many of our blocks the checkpoint holds."""
         regex = re.compile(self.block_pattern)
-        return len({m.groups() for key in keys if (m := regex.match(key))}) + self.block_offset
+        found = len({m.groups() for key in keys if (m := regex.match(key))})
+        return found + (self.first_block is not None) - self.head_is_block
+
+    def addresses(self, spec: ArchSpec, keys: frozenset[str]) -> list[Address]:
+        """Where the stem, each block and the head are, in :func:`network_parts` order."""
+        addresses: list[Address] = [{"index": i} for i in range(len(spec.layers) + 2)]
+        if self.first_stage is None:
+            return addresses
+        skip = 1 if self.first_block is not None else 0
+        outs = [layer.out for layer in spec.layers[skip:]] + ([spec.head.channels] if self.head_is_block else [])
+        slots = _stage_slots(keys, self.block_pattern, outs, self.first_stage)
+        if not self.head_is_block:
+            slots.append(((slots[-1][0] if slots else self.first_stage - 1) + 1, 0))
+        for address, (stage, block) in zip(addresses[1 + skip:], slots):
+            address.update(stage=stage, block=block)
+        return addresses
 
 
-# ------------------------------------------------------------------ name builders
+def _join(*names: str) -> str:
+    return ".".join(name for name in names if name)
 
 
-def _conv_bn(ours: str, conv: str, bn: str) -> Plan:
-    """A ConvBNAct of ours from a bias-free convolution and a batch norm."""
-    plan = {f"{ours}.conv.weight": Source(f"{conv}.weight")}
-    for name in ("weight", "bias", "running_mean", "num_batches_tracked"):
-        plan[f"{ours}.bn.{name}"] = Source(f"{bn}.{name}")
-    plan[f"{ours}.bn.running_var"] = Source(f"{bn}.running_var", "bn_var")
-    return plan
-
-
-def _affine(ours: str, theirs: str, transform: str = "copy") -> Plan:
-    """A layer with weight and bias (linear, or SE's 1x1 convolutions)."""
-    return {f"{ours}.weight": Source(f"{theirs}.weight", transform), f"{ours}.bias": Source(f"{theirs}.bias")}
-
-
-def _se(ours: str, reduce: str, expand: str) -> Plan:
-    return {**_affine(f"{ours}.se.reduce", reduce), **_affine(f"{ours}.se.expand", expand)}
+def _conv_bn(ours: str = "", conv: str = "0", bn: str = "1") -> dict[str, str]:
+    """A ConvBNAct of ours: their convolution and batch norm (torchvision's Conv2dNormActivation by default)."""
+    return {_join(ours, "conv"): conv, _join(ours, "bn"): bn}
 
 
 def _no_expansion(index: int, layout: str) -> NasError:
@@ -144,118 +191,76 @@ def _stage_slots(keys: frozenset[str], pattern: str, outs: Sequence[int], first_
 
 # ------------------------------------------------------------------ torchvision
 
+# features.0 stem; features.N a block, its layers numbered in order (absent ones left out); features.L head conv.
+_TV_STEM = Renaming("features.0", (_conv_bn(),))
+_TV_V3_BLOCK = Renaming("features.{index}.block", (
+    _conv_bn("expand"), _conv_bn("dw"), {"se.reduce": "fc1", "se.expand": "fc2"}, _conv_bn("project")), first="0")
+# MobileNetV2's projection is a bare convolution and a batch norm, two positions of their own.
+_TV_V2_BLOCK = Renaming("features.{index}.conv", (
+    _conv_bn("expand"), _conv_bn("dw"), {"project.conv": ""}, {"project.bn": ""}), first="0")
+# MNASNet: one flat ``layers`` Sequential (ReLUs hold positions too): stem 0-1, separable block 3-7,
+# stacks of blocks 8.., head conv and BN after the last stack.
+_TV_MNASNET_IR = {**_conv_bn("expand", "0", "1"), **_conv_bn("dw", "3", "4"), **_conv_bn("project", "6", "7")}
+
 _MNASNET_BLOCK = r"layers\.(\d+)\.(\d+)\.layers\."
-_TIMM_BLOCK = r"blocks\.(\d+)\.(\d+)\."
-
-
-def _torchvision_v3(spec: ArchSpec, keys: frozenset[str]) -> Plan:
-    """features.0 stem; features.N.block.M for each block; features.L head conv; classifier.0 / .3."""
-    plan = _conv_bn("stem", "features.0.0", "features.0.1")
-    for i, in_ch, layer in iter_layers(spec):
-        theirs, ours, j = f"features.{i + 1}.block", f"blocks.{i}", 0
-        if layer.exp != in_ch:
-            plan |= _conv_bn(f"{ours}.expand", f"{theirs}.{j}.0", f"{theirs}.{j}.1")
-            j += 1
-        plan |= _conv_bn(f"{ours}.dw", f"{theirs}.{j}.0", f"{theirs}.{j}.1")
-        j += 1
-        if layer.has_se:
-            plan |= _se(ours, f"{theirs}.{j}.fc1", f"{theirs}.{j}.fc2")
-            j += 1
-        plan |= _conv_bn(f"{ours}.project", f"{theirs}.{j}.0", f"{theirs}.{j}.1")
-    last = len(spec.layers) + 1
-    plan |= _conv_bn("head.conv", f"features.{last}.0", f"features.{last}.1")
-    return plan | _affine("head.hidden", "classifier.0") | _affine("head.classifier", "classifier.3")
-
-
-def _torchvision_v2(spec: ArchSpec, keys: frozenset[str]) -> Plan:
-    """features.N.conv: [expand ConvNormAct], depthwise ConvNormAct, bare 1x1 conv, BN; classifier.1."""
-    plan = _conv_bn("stem", "features.0.0", "features.0.1")
-    for i, in_ch, layer in iter_layers(spec):
-        theirs, ours, j = f"features.{i + 1}.conv", f"blocks.{i}", 0
-        if layer.exp != in_ch:
-            plan |= _conv_bn(f"{ours}.expand", f"{theirs}.{j}.0", f"{theirs}.{j}.1")
-            j += 1
-        plan |= _conv_bn(f"{ours}.dw", f"{theirs}.{j}.0", f"{theirs}.{j}.1")
-        plan |= _conv_bn(f"{ours}.project", f"{theirs}.{j + 1}", f"{theirs}.{j + 2}")
-    last = len(spec.layers) + 1
-    plan |= _conv_bn("head.conv", f"features.{last}.0", f"features.{last}.1")
-    return plan | _affine("head.classifier", "classifier.1")
-
-
-def _torchvision_mnasnet(spec: ArchSpec, keys: frozenset[str]) -> Plan:
-    """One flat ``layers`` Sequential: stem 0-1, separable block 3-7, stacks 8.., head conv, BN."""
-    first = spec.layers[0]
-    if first.op != "ds" or first.has_se:
-        raise NasError("the torchvision mnasnet layout starts with a depthwise-separable block "
-                       f"without SE; layers[0] is {first.op}{' with SE' if first.has_se else ''}")
-    plan = _conv_bn("stem", "layers.0", "layers.1")
-    plan |= _conv_bn("blocks.0.dw", "layers.3", "layers.4") | _conv_bn("blocks.0.project", "layers.6", "layers.7")
-    rest = list(iter_layers(spec))[1:]
-    slots = _stage_slots(keys, _MNASNET_BLOCK, [layer.out for _, _, layer in rest], 8)
-    for (i, in_ch, layer), (stack, block) in zip(rest, slots):
-        if layer.exp == in_ch:
-            raise _no_expansion(i, "torchvision mnasnet")
-        theirs, ours = f"layers.{stack}.{block}.layers", f"blocks.{i}"
-        plan |= _conv_bn(f"{ours}.expand", f"{theirs}.0", f"{theirs}.1")
-        plan |= _conv_bn(f"{ours}.dw", f"{theirs}.3", f"{theirs}.4")
-        plan |= _conv_bn(f"{ours}.project", f"{theirs}.6", f"{theirs}.7")
-    head = (slots[-1][0] if slots else 7) + 1
-    plan |= _conv_bn("head.conv", f"layers.{head}", f"layers.{head + 1}")
-    return plan | _affine("head.classifier", "classifier.1")
-
 
 # ------------------------------------------------------------------ timm
 
-
-def _timm_blocks(spec: ArchSpec, slots: Sequence[tuple[int, int]], layout: str) -> Plan:
-    """timm's block classes: DepthwiseSeparableConv, InvertedResidual, ConvBnAct."""
-    plan: Plan = {}
-    for (i, in_ch, layer), (stage, block) in zip(iter_layers(spec), slots):
-        theirs, ours = f"blocks.{stage}.{block}", f"blocks.{i}"
-        if layer.op == "conv":
-            plan |= _conv_bn(f"{ours}.conv", f"{theirs}.conv", f"{theirs}.bn1")
-            continue
-        if layer.op == "ds":
-            plan |= _conv_bn(f"{ours}.dw", f"{theirs}.conv_dw", f"{theirs}.bn1")
-            project = _conv_bn(f"{ours}.project", f"{theirs}.conv_pw", f"{theirs}.bn2")
-        else:
-            if layer.exp == in_ch:
-                raise _no_expansion(i, layout)
-            plan |= _conv_bn(f"{ours}.expand", f"{theirs}.conv_pw", f"{theirs}.bn1")
-            plan |= _conv_bn(f"{ours}.dw", f"{theirs}.conv_dw", f"{theirs}.bn2")
-            project = _conv_bn(f"{ours}.project", f"{theirs}.conv_pwl", f"{theirs}.bn3")
-        if layer.has_se:
-            plan |= _se(ours, f"{theirs}.se.conv_reduce", f"{theirs}.se.conv_expand")
-        plan |= project
-    return plan
-
-
-
-
-def _timm_mobilenetv3(spec: ArchSpec, keys: frozenset[str]) -> Plan:
-    """conv_stem/bn1, blocks.S.B, a last ConvBnAct stage (our head conv), conv_head (1x1, bias), classifier."""
-    outs = [layer.out for layer in spec.layers] + [spec.head.channels]
-    slots = _stage_slots(keys, _TIMM_BLOCK, outs, 0)
-    plan = _conv_bn("stem", "conv_stem", "bn1") | _timm_blocks(spec, slots[:-1], "timm mobilenetv3")
-    head = "blocks.{}.{}".format(*slots[-1])
-    plan |= _conv_bn("head.conv", f"{head}.conv", f"{head}.bn1")
-    return plan | _affine("head.hidden", "conv_head", "conv_to_linear") | _affine("head.classifier", "classifier")
-
-
-def _timm_efficientnet(spec: ArchSpec, keys: frozenset[str]) -> Plan:
-    """conv_stem/bn1, blocks.S.B, conv_head/bn2 (1x1 conv before pooling), classifier."""
-    slots = _stage_slots(keys, _TIMM_BLOCK, [layer.out for layer in spec.layers], 0)
-    plan = _conv_bn("stem", "conv_stem", "bn1") | _timm_blocks(spec, slots, "timm efficientnet")
-    return plan | _conv_bn("head.conv", "conv_head", "bn2") | _affine("head.classifier", "classifier")
-
+# conv_stem/bn1, blocks.S.B (DepthwiseSeparableConv, InvertedResidual, ConvBnAct), classifier.
+_TIMM_BLOCK = r"blocks\.(\d+)\.(\d+)\."
+_TIMM_AT = "blocks.{stage}.{block}"
+_TIMM_SE = {"se.reduce": "se.conv_reduce", "se.expand": "se.conv_expand"}
+_TIMM_BLOCKS = {
+    "ds": Renaming(_TIMM_AT, ({**_conv_bn("dw", "conv_dw", "bn1"), **_TIMM_SE,
+                               **_conv_bn("project", "conv_pw", "bn2")},)),
+    "ir": Renaming(_TIMM_AT, ({**_conv_bn("expand", "conv_pw", "bn1"), **_conv_bn("dw", "conv_dw", "bn2"),
+                               **_TIMM_SE, **_conv_bn("project", "conv_pwl", "bn3")},)),
+    "conv": Renaming(_TIMM_AT, (_conv_bn("conv", "conv", "bn1"),)),
+}
+_TIMM_STEM = Renaming("", (_conv_bn("", "conv_stem", "bn1"),))
 
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
-    Layout("torchvision mobilenet_v3", 1e-3, True, "v3", False, _torchvision_v3, r"features\.(\d+)\.block\.", 0),
-    Layout("torchvision mobilenet_v2", 1e-5, False, None, False, _torchvision_v2, r"features\.(\d+)\.conv\.", 0),
-    Layout("torchvision mnasnet", 1e-5, False, None, False, _torchvision_mnasnet, _MNASNET_BLOCK, 1),
-    Layout("timm mobilenetv3", 1e-5, True, "v3", True, _timm_mobilenetv3, _TIMM_BLOCK, -1),
-    Layout("timm efficientnet", 1e-5, False, "mnas", True, _timm_efficientnet, _TIMM_BLOCK, 0),
+    Layout("torchvision mobilenet_v3", 1e-3, True, "v3", {
+        "stem": _TV_STEM, "ds": _TV_V3_BLOCK, "ir": _TV_V3_BLOCK,
+        "head": Renaming("features.{index}", (_conv_bn("conv"),),
+                         outside={"hidden": "classifier.0", "classifier": "classifier.3"}),
+    }, r"features\.(\d+)\.block\."),
+    Layout("torchvision mobilenet_v2", 1e-5, False, None, {
+        "stem": _TV_STEM, "ds": _TV_V2_BLOCK, "ir": _TV_V2_BLOCK,
+        "head": Renaming("features.{index}", (_conv_bn("conv"),), outside={"classifier": "classifier.1"}),
+    }, r"features\.(\d+)\.conv\."),
+    Layout("torchvision mnasnet", 1e-5, False, None, {
+        "stem": Renaming("layers", (_conv_bn(),)),
+        "ds": Renaming("layers", ({**_conv_bn("dw", "3", "4"), **_conv_bn("project", "6", "7")},)),
+        "ir": Renaming("layers.{stage}.{block}.layers", (_TV_MNASNET_IR,)),
+        "head": Renaming("layers", ({"conv.conv": ""}, {"conv.bn": ""}), first="{stage}",
+                         outside={"classifier": "classifier.1"}),
+    }, _MNASNET_BLOCK, first_stage=8, first_block="ds", needs_expand=True),
+    Layout("timm mobilenetv3", 1e-5, True, "v3", {
+        "stem": _TIMM_STEM, **_TIMM_BLOCKS,
+        "head": Renaming("", ({**_conv_bn("conv", f"{_TIMM_AT}.conv", f"{_TIMM_AT}.bn1"),
+                               "hidden": "conv_head", "classifier": "classifier"},)),
+    }, _TIMM_BLOCK, first_stage=0, head_is_block=True, needs_expand=True, conv_linears=frozenset({"head.hidden"})),
+    Layout("timm efficientnet", 1e-5, False, "mnas", {
+        "stem": _TIMM_STEM, **_TIMM_BLOCKS,
+        "head": Renaming("", ({**_conv_bn("conv", "conv_head", "bn2"), "classifier": "classifier"},)),
+    }, _TIMM_BLOCK, first_stage=0, needs_expand=True),
 )}
+
+
+def _plan(layout: Layout, spec: ArchSpec, keys: frozenset[str]) -> Plan:
+    """Our state-dict key -> its source: every parameter the blocks declare, renamed by the layout."""
+    plan: Plan = {}
+    for part, address in zip(network_parts(spec), layout.addresses(spec, keys)):
+        modules = list(dict.fromkeys(param.name.rpartition(".")[0] for param in part.params))
+        names = layout.names[part.kind].names(modules, address)
+        for param in part.params:
+            module, _, tensor = param.name.rpartition(".")
+            ours = f"{part.prefix}.{module}"
+            transform = "bn_var" if tensor == "running_var" else \
+                "conv_to_linear" if ours in layout.conv_linears and tensor == "weight" else "copy"
+            plan[f"{ours}.{tensor}"] = Source(f"{names[module]}.{tensor}", transform)
+    return plan
 
 
 def _find_layout(names: set[str], source: str) -> Layout | None:
@@ -293,7 +298,7 @@ def _check_fits(layout: Layout, spec: ArchSpec) -> None:
             ("a classic head", "MobileNetV3's efficient head")
         raise NasError(f"the checkpoint ({layout.name} layout) has {theirs}, the architecture {ours}")
     for i, layer in enumerate(spec.layers):
-        if layer.op == "conv" and not layout.conv_blocks:
+        if layer.op == "conv" and "conv" not in layout.names:
             raise NasError(f"layers[{i}]: the {layout.name} layout has no regular-convolution blocks")
         if layer.has_se and (layer.op == "conv" or layout.se_style is None):
             raise NasError(f"layers[{i}]: the {layout.name} layout has no squeeze-excite "
@@ -301,6 +306,15 @@ def _check_fits(layout: Layout, spec: ArchSpec) -> None:
         if layer.has_se and layer.se_style != layout.se_style:
             raise NasError(f"layers[{i}]: SE style {layer.se_style!r}, but the {layout.name} layout "
                            f"uses {layout.se_style!r} (the gate differs)")
+    first = spec.layers[0]
+    if layout.first_block is not None and (first.op != layout.first_block or first.has_se):
+        raise NasError(f"the {layout.name} layout starts with a depthwise-separable block "
+                       f"without SE; layers[0] is {first.op}{' with SE' if first.has_se else ''}")
+    for i, in_ch, layer in iter_layers(spec):
+        if i > 0 and layer.op == layout.first_block:
+            raise NasError(f"layers[{i}]: the {layout.name} layout has a {layer.op} block only at the start")
+        if layer.op == "ir" and layout.needs_expand and not InvertedResidual.expands(layer, in_ch):
+            raise _no_expansion(i, layout.name)
 
 
 def _listed(keys: Sequence[str], notes: Mapping[str, str] | None = None) -> str:
@@ -331,7 +345,7 @@ def convert_state_dict(state_dict: Mapping[str, torch.Tensor], *, source: str,
     """
     layout = detect_layout(list(state_dict), source=source)
     _check_fits(layout, spec)
-    plan = layout.plan(spec, frozenset(state_dict))
+    plan = _plan(layout, spec, frozenset(state_dict))
     with torch.device("meta"):
         target = build_model(spec).state_dict()
     if set(plan) != set(target):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from nas.arch import ArchSpec, iter_layers
-from nas.blocks import ConvBNAct, make_block, make_head
+from nas.blocks import ConvBNAct, Param, block_params, head_params, make_block, make_head
 
 
 class Network(nn.Module):
@@ -41,6 +42,24 @@ class Network(nn.Module):
 def build_model(spec: ArchSpec, output_stride: int = 32) -> Network:
     """Build the network a spec describes; ``output_stride`` < 32 dilates the late blocks (segmentation)."""
     return Network(spec, output_stride)
+
+
+@dataclass(frozen=True)
+class Part:
+    """One piece of a :class:`Network` and the parameters it declares (names relative to ``prefix``)."""
+
+    prefix: str  # "stem", "blocks.3", "head"
+    kind: str  # "stem", the layer's op ("ds", "ir", "conv"), "head"
+    layer: int | None  # the block's index in ``spec.layers``; None for stem and head
+    params: tuple[Param, ...]
+
+
+def network_parts(spec: ArchSpec) -> list[Part]:
+    """The stem, blocks and head of ``build_model(spec)`` in order, read from the spec without building it."""
+    parts = [Part("stem", "stem", None, ConvBNAct.params())]
+    parts += [Part(f"blocks.{i}", layer.op, i, block_params(layer, in_ch)) for i, in_ch, layer in iter_layers(spec)]
+    parts.append(Part("head", "head", None, head_params(spec.head)))
+    return parts
 
 
 def _init_weights(model: nn.Module) -> None:

@@ -427,15 +427,15 @@ def timm_mobilenetv2_100(num_classes: int = 1000) -> TimmEfficientNet:
     return TimmEfficientNet(TIMM_MOBILENETV2, "R6", num_classes)
 
 
-# (source, reference constructor, our zoo name)
+# (source, reference constructor, our zoo name, the library's own name for the model)
 CASES = [
-    ("torchvision", tv_mobilenet_v3_large, "mobilenet_v3_large"),
-    ("torchvision", tv_mobilenet_v3_small, "mobilenet_v3_small"),
-    ("torchvision", TvMobileNetV2, "mobilenet_v2"),
-    ("torchvision", TvMNASNet, "mnasnet_b1"),
-    ("timm", timm_mobilenetv3_large_100, "mobilenet_v3_large"),
-    ("timm", timm_mobilenetv3_small_100, "mobilenet_v3_small"),
-    ("timm", timm_mnasnet_100, "mnasnet_b1"),
-    ("timm", timm_semnasnet_100, "mnasnet_a1"),
-    ("timm", timm_mobilenetv2_100, "mobilenet_v2"),
+    ("torchvision", tv_mobilenet_v3_large, "mobilenet_v3_large", "mobilenet_v3_large"),
+    ("torchvision", tv_mobilenet_v3_small, "mobilenet_v3_small", "mobilenet_v3_small"),
+    ("torchvision", TvMobileNetV2, "mobilenet_v2", "mobilenet_v2"),
+    ("torchvision", TvMNASNet, "mnasnet_b1", "mnasnet1_0"),
+    ("timm", timm_mobilenetv3_large_100, "mobilenet_v3_large", "mobilenetv3_large_100"),
+    ("timm", timm_mobilenetv3_small_100, "mobilenet_v3_small", "mobilenetv3_small_100"),
+    ("timm", timm_mnasnet_100, "mnasnet_b1", "mnasnet_100"),
+    ("timm", timm_semnasnet_100, "mnasnet_a1", "semnasnet_100"),
+    ("timm", timm_mobilenetv2_100, "mobilenet_v2", "mobilenetv2_100"),
 ]

@@ -88,6 +88,7 @@ def _tiny_search(out, **changes):
     return run_search(config, latency_model=get_latency_model("pixel-cpu"), progress_factory=_silent)
 
 
+@pytest.mark.slow
 def test_search_runs_its_trials_on_a_cluster_at_an_address(tmp_path, ray_head):
     summary = _tiny_search(tmp_path, ray_address=ray_head)
     table = pd.read_csv(tmp_path / "trials.csv")
@@ -96,6 +97,7 @@ def test_search_runs_its_trials_on_a_cluster_at_an_address(tmp_path, ray_head):
     assert (tmp_path / "ray").is_dir()  # Tune's experiment folder: the trials went through Ray
 
 
+@pytest.mark.slow
 def test_local_search_starts_its_own_ray_beside_a_running_cluster(tmp_path, ray_head, monkeypatch):
     # A bare ray.init() would join the cluster it finds (RAY_ADDRESS, or the one ``ray start``
     # last recorded on this machine) and refuse our CPU count.
@@ -104,6 +106,7 @@ def test_local_search_starts_its_own_ray_beside_a_running_cluster(tmp_path, ray_
     assert summary.complete and (pd.read_csv(tmp_path / "trials.csv")["status"] == "ok").all()
 
 
+@pytest.mark.slow
 def test_netadapt_fine_tunes_on_a_cluster_as_it_does_in_process(tmp_path, ray_head):
     import ray
 

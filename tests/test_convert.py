@@ -1,4 +1,11 @@
-"""Checkpoint import: torchvision / timm layouts give the same logits as the libraries' own models."""
+"""Checkpoint import: torchvision / timm layouts give the same logits as the libraries' own models.
+
+Offline, the libraries' layouts are the hand-written ones in ``reference_layouts``; where
+torchvision or timm is importable, the real models are converted too, and the hand-written
+layouts are checked against them.
+"""
+
+import importlib
 
 import pytest
 import torch
@@ -28,14 +35,34 @@ def _converted_model(source, reference, name):
     return model.eval()
 
 
-@pytest.mark.parametrize("source, make, name", CASES, ids=[f"{s}-{m.__name__}" for s, m, _ in CASES])
-def test_converted_model_gives_the_reference_logits(source, make, name):
-    reference = randomize(make())
-    model = _converted_model(source, reference, name)
+def _assert_same_logits(model, reference):
     with torch.no_grad():
         expected, got = reference(X), model(X)
     assert expected.std() > 0.3  # logits of a healthy size, so atol 1e-4 is a real test
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("source, make, name, _", CASES, ids=[f"{s}-{m.__name__}" for s, m, _, _ in CASES])
+def test_converted_model_gives_the_reference_logits(source, make, name, _):
+    reference = randomize(make())
+    _assert_same_logits(_converted_model(source, reference, name), reference)
+
+
+def _library_model(source, name):
+    """The library's own model, built without weights; skipped where the library is not installed."""
+    library = pytest.importorskip(source, reason=f"{source} is not installed; the hand-written "
+                                                 "layouts in reference_layouts cover its layout offline")
+    if source == "torchvision":
+        return getattr(importlib.import_module("torchvision.models"), name)(weights=None)
+    return library.create_model(name, pretrained=False)
+
+
+@pytest.mark.parametrize("source, make, name, theirs", CASES, ids=[f"{s}-{t}" for s, _, _, t in CASES])
+def test_real_library_model_converts_to_the_same_logits(source, make, name, theirs):
+    reference = randomize(_library_model(source, theirs))
+    _assert_same_logits(_converted_model(source, reference, name), reference)
+    hand_written = {key: tuple(value.shape) for key, value in make().state_dict().items()}
+    assert {key: tuple(value.shape) for key, value in reference.state_dict().items()} == hand_written
 
 
 def test_bn_eps_difference_is_folded_into_the_variance():
@@ -126,6 +153,4 @@ def test_timm_stage_split_is_read_from_the_checkpoint():
     arch_def = [*TIMM_V3_SMALL[:2], TIMM_V3_SMALL[2] + TIMM_V3_SMALL[3], *TIMM_V3_SMALL[4:]]
     reference = randomize(TimmMobileNetV3(arch_def, 1024))
     assert "blocks.2.4.conv_pwl.weight" in reference.state_dict()
-    model = _converted_model("timm", reference, "mobilenet_v3_small")
-    with torch.no_grad():
-        torch.testing.assert_close(model(X), reference(X), atol=1e-4, rtol=0)
+    _assert_same_logits(_converted_model("timm", reference, "mobilenet_v3_small"), reference)

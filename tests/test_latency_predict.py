@@ -202,6 +202,7 @@ def test_cli_predict_json(tmp_path, capsys):
     assert data["estimated_keys"] == [] and data["target"] == "host-cpu"
 
 
+@pytest.mark.slow
 def test_cli_validate_measures_several_sets_in_one_window(tmp_path, capsys, monkeypatch):
     import nas.latency.__main__ as cli
 

@@ -54,7 +54,6 @@ def _check_run(out, seed, delta_ms, target_ms):
 
 @pytest.mark.parametrize("arch", ["mnasnet_a1", "mobilenet_v3_large"])
 def test_cli_reaches_a_pixel_target_from_the_published_seeds(arch, tmp_path, capsys):
-    pytest.importorskip("nas.latency.predict", reason="latency engineer's predict.py not present yet")
     from nas.latency.predict import get_latency_model
 
     out = tmp_path / arch
@@ -75,6 +74,7 @@ class Killed(BaseException):
     """Stands in for the process dying: nothing in the loop may catch it."""
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_mid_iteration_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     settings = Settings(delta_ratio=0.1, short_term_steps=2, pretrain_steps=2, max_proposals=3)
     target = LatencyTarget(ratio=0.75)
@@ -174,6 +174,7 @@ def assert_same_results(first, second) -> None:
         assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
 
 
+@pytest.mark.slow
 def test_ray_workers_match_the_in_process_path_and_report_a_failed_worker(tmp_path):
     ray = pytest.importorskip("ray")
     jobs = proposal_jobs(tmp_path, "local", "ray")

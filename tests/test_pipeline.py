@@ -199,6 +199,7 @@ def test_edits_make_mnasnet_a1_look_like_v3_large_and_cheaper():
 # ---------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_quick_small_pipeline_end_to_end_and_resume(tmp_path, capsys):
     data = read_yaml(SMALL)

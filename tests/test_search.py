@@ -51,6 +51,7 @@ def test_diverging_trials_are_recorded_as_failed_and_the_search_goes_on(tmp_path
     assert json.loads((tmp_path / "best.json").read_text()) == []
 
 
+@pytest.mark.slow
 def test_interrupted_search_resumes_to_exactly_n_unique_trials(tmp_path):
     out = tmp_path / "run"
     command = [sys.executable, "-m", "nas.search", "--target", "pixel-cpu", "--controller", "rl", "--trials", "5",
@@ -95,6 +96,7 @@ def test_resume_with_other_settings_is_refused(tmp_path, pixel):
         run_search(config(tmp_path, controller="tpe"), latency_model=pixel, progress_factory=_silent)
 
 
+@pytest.mark.slow
 def test_tiny_search_through_local_ray(tmp_path, pixel):
     import ray
 

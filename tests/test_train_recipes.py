@@ -117,6 +117,7 @@ def test_cli_help_and_one_line_errors(tmp_path):
     assert "none" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_torchrun_ddp_on_cpu_trains_once_and_reports_once(tmp_path):
     """Two gloo processes: one set of outputs, one final line, BN statistics shared by both ranks."""
     out = tmp_path / "ddp"

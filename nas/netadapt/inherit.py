@@ -1,7 +1,8 @@
 """Weight inheritance: a shrunk child starts from its parent's strongest filters.
 
 Every state-dict entry of a network is described by the slot each of its dimensions indexes
-(:func:`param_slots`). For each class of tied slots the kept channels are chosen *jointly*:
+(:func:`param_slots`: the blocks' own declarations, their channel groups placed in the
+network). For each class of tied slots the kept channels are chosen *jointly*:
 a channel's score is the sum, over every filter that produces it (a weight whose first
 dimension lies in the class: expansion, depthwise, projection, SE and head layers, across the
 whole residual group), of that filter's L2 norm; the highest-scoring channels are kept, in
@@ -15,53 +16,32 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nas.arch import ArchSpec, iter_layers
+from nas.arch import ArchSpec
+from nas.blocks import Channels, slice_channels
 from nas.errors import NasError
-from nas.model import build_model
+from nas.model import Part, build_model, network_parts
 from nas.netadapt.units import Slot, has_expand, input_slot, slot_classes, slot_widths
 
 Dims = tuple[Slot | None, ...]  # per tensor dimension: the slot it indexes, None if fixed
-_BN = ("weight", "bias", "running_mean", "running_var")
 
 
-def _conv_bn(prefix: str, out: Slot, inp: Slot | None) -> dict[str, Dims]:
-    entries: dict[str, Dims] = {f"{prefix}.conv.weight": (out, inp, None, None)}
-    entries.update({f"{prefix}.bn.{name}": (out,) for name in _BN})
-    entries[f"{prefix}.bn.num_batches_tracked"] = ()
-    return entries
-
-
-def _se(prefix: str, channels: Slot, squeeze: Slot) -> dict[str, Dims]:
-    return {f"{prefix}.reduce.weight": (squeeze, channels, None, None), f"{prefix}.reduce.bias": (squeeze,),
-            f"{prefix}.expand.weight": (channels, squeeze, None, None), f"{prefix}.expand.bias": (channels,)}
+def _group_slots(part: Part, layers: int) -> dict[Channels, Slot | None]:
+    """The network slot each of a part's channel groups is."""
+    if part.kind == "stem":
+        return {Channels.INPUT: None, Channels.OUTPUT: ("stem", 0)}
+    if part.kind == "head":
+        return {Channels.INPUT: input_slot(layers), Channels.EXPANDED: ("head", 0), Channels.HIDDEN: ("hidden", 0)}
+    i = part.layer
+    return {Channels.INPUT: input_slot(i), Channels.EXPANDED: ("exp", i), Channels.SQUEEZE: ("se", i),
+            Channels.OUTPUT: ("out", i)}
 
 
 def param_slots(spec: ArchSpec) -> dict[str, Dims]:
     """The slot of every dimension of every state-dict entry of ``build_model(spec)``."""
-    entries = _conv_bn("stem", ("stem", 0), None)
-    expands = has_expand(spec)
-    for i, _, layer in iter_layers(spec):
-        prefix, inp = f"blocks.{i}", input_slot(i)
-        if layer.op == "conv":
-            entries.update(_conv_bn(f"{prefix}.conv", ("out", i), inp))
-            if layer.has_se:
-                entries.update(_se(f"{prefix}.se", ("out", i), ("se", i)))
-            continue
-        exp = ("exp", i)
-        if expands[i]:
-            entries.update(_conv_bn(f"{prefix}.expand", exp, inp))
-        entries.update(_conv_bn(f"{prefix}.dw", exp, None))
-        if layer.has_se:
-            entries.update(_se(f"{prefix}.se", exp, ("se", i)))
-        entries.update(_conv_bn(f"{prefix}.project", ("out", i), exp))
-    last, head = input_slot(len(spec.layers)), ("head", 0)
-    entries.update(_conv_bn("head.conv", head, last))
-    if spec.head.efficient:
-        hidden = ("hidden", 0)
-        entries.update({"head.hidden.weight": (hidden, head), "head.hidden.bias": (hidden,),
-                        "head.classifier.weight": (None, hidden), "head.classifier.bias": (None,)})
-    else:
-        entries.update({"head.classifier.weight": (None, head), "head.classifier.bias": (None,)})
+    entries: dict[str, Dims] = {}
+    for part in network_parts(spec):
+        slots = _group_slots(part, len(spec.layers))
+        entries.update({f"{part.prefix}.{param.name}": param.indexing(slots) for param in part.params})
     return entries
 
 
@@ -97,9 +77,7 @@ def kept_channels(parent: ArchSpec, state: dict[str, torch.Tensor], child: ArchS
 
 
 def _take(source: torch.Tensor, dims: Dims, kept: dict[Slot, torch.Tensor], into: torch.Tensor) -> torch.Tensor:
-    for axis, slot in enumerate(dims):
-        if slot is not None:
-            source = source.index_select(axis, kept[slot].to(source.device))
+    source = slice_channels(source, dims, kept)
     result = into.clone()
     result[tuple(slice(0, size) for size in source.shape)] = source.to(result.dtype)
     return result
