@@ -26,6 +26,7 @@ import math
 import os
 import pickle
 import secrets
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -35,7 +36,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from nas.arch import ArchSpec
 from nas.cluster import start_ray
@@ -226,10 +227,11 @@ def _open_study(config: SearchConfig, *, create: bool) -> optuna.Study:
     url = config.storage_url
     try:
         _check_driver(url)
-        study = optuna.create_study(storage=url, study_name=config.study_name, load_if_exists=not create,
+        storage = _rdb_storage(url)
+        study = optuna.create_study(storage=storage, study_name=config.study_name, load_if_exists=not create,
                                     directions=list(config.objective.directions))
     except optuna.exceptions.DuplicatedStudyError:
-        raise _taken(config, optuna.load_study(storage=url, study_name=config.study_name)) from None
+        raise _taken(config, optuna.load_study(storage=storage, study_name=config.study_name)) from None
     except (ValueError, ImportError, optuna.exceptions.OptunaError, SQLAlchemyError) as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise NasError(f"cannot open the study storage {_shown(url)}: {first_line}") from None
@@ -237,6 +239,17 @@ def _open_study(config: SearchConfig, *, create: bool) -> optuna.Study:
         raise NasError(f"the study in {_shown(url)} optimises {len(study.directions)} objective(s), "
                        f"not {len(config.objective.directions)}; use a new --out directory")
     return study
+
+
+def _rdb_storage(url: str, attempts: int = 3) -> optuna.storages.RDBStorage:
+    """Optuna's storage at ``url``. Runs that start together on an empty database race to create
+    Optuna's tables (optuna#1092); a loser finds them made when it tries again."""
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            time.sleep(0.2 * attempt)
+    return optuna.storages.RDBStorage(url)
 
 
 def _check_driver(url: str) -> None:
