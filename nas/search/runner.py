@@ -235,9 +235,10 @@ def _open_study(config: SearchConfig, *, create: bool) -> optuna.Study:
     except (ValueError, ImportError, optuna.exceptions.OptunaError, SQLAlchemyError) as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise NasError(f"cannot open the study storage {_shown(url)}: {first_line}") from None
-    if [d.name.lower() for d in study.directions] != list(config.objective.directions):
-        raise NasError(f"the study in {_shown(url)} optimises {len(study.directions)} objective(s), "
-                       f"not {len(config.objective.directions)}; use a new --out directory")
+    directions = [d.name.lower() for d in study.directions]
+    if directions != list(config.objective.directions):
+        raise NasError(f"the study in {_shown(url)} has directions {directions}, not "
+                       f"{list(config.objective.directions)}; use a new --out directory")
     return study
 
 
