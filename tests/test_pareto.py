@@ -365,3 +365,13 @@ def test_reference_latencies_prices_the_zoo_on_pixel_cpu():
         reference_latencies("cuda", ["mobilenet_v3_large"], latency_model=model)
     with pytest.raises(NasError, match="unknown architecture"):
         reference_latencies("pixel-cpu", ["no_such_net"], latency_model=model)
+
+
+def test_reading_records_does_not_import_torch():
+    """nas.analysis reads the search's Status and records; that must not pull in torch (notebooks, CI)."""
+    import subprocess
+    import sys
+
+    code = "import sys, nas.analysis, nas.search.records; assert 'torch' not in sys.modules, 'torch imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -29,7 +29,6 @@ examples:
   python -m nas.search --target pixel-cpu                        # small default search, a few minutes
   python -m nas.search --target pixel-cpu --controller nsga2 --trials 40 --out runs/front
   python -m nas.search --target host-cpu --data cifar10_jpg/train --steps 200 --out runs/cifar
-
   python -m nas.search --controller tpe --storage postgresql://USER:PASSWORD@HOST/DB --out runs/tpe-a
 
 Rerunning a command with the same --out resumes it: finished trials are kept, open ones are

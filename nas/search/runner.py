@@ -54,8 +54,9 @@ Evaluator = Callable[[ArchSpec, ProxySettings], Evaluation]
 _FIXED_SETTINGS = ("target", "space", "controller", "objective", "proxy", "seed", "population", "ppo")
 # The study's user attributes that say which run it belongs to.
 RUN_ID, FIXED, RUN_OUT = "run_id", "fixed", "out"
-# Trial attributes that are the run's, not the trial's: the study holds them once.
-_RUN_COLUMNS = ("trial_id", "status", "seed", "run_id")
+# Record fields the study holds already: the trial's number and state, the run's seed and id.
+_HELD_BY_THE_STUDY = ("trial_id", "status", "seed", "run_id")
+_STATUS = {TrialState.COMPLETE: Status.OK, TrialState.FAIL: Status.FAILED}  # other states: still running
 # What to install for a database driver SQLAlchemy cannot import.
 DRIVERS = {
     "psycopg": "pip install 'latency-nas[postgres]' (psycopg 3, the driver of postgresql:// URLs)",
@@ -347,7 +348,7 @@ def _trial_attrs(record: TrialRecord) -> dict[str, Any]:
     Optuna's JSON storage cannot hold NaN: unknown numbers are left out (they read back as NaN).
     """
     return {k: v for k, v in record.to_row().items()
-            if k not in _RUN_COLUMNS and v is not None and not (isinstance(v, float) and not math.isfinite(v))}
+            if k not in _HELD_BY_THE_STUDY and v is not None and not (isinstance(v, float) and not math.isfinite(v))}
 
 
 def _count_finished(study: optuna.Study) -> int:
@@ -511,9 +512,6 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
         records.append(TrialRecord.from_row({**trial.user_attrs, "trial_id": trial.number, "status": status,
                                              "seed": seed, "run_id": run_id}))
     return records
-
-
-_STATUS = {TrialState.COMPLETE: Status.OK, TrialState.FAIL: Status.FAILED}
 
 
 def export_trials(records: list[TrialRecord], out: Path) -> pd.DataFrame:
