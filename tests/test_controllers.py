@@ -66,8 +66,8 @@ def test_rl_controller_learns_a_toy_reward():
 
 
 @pytest.mark.parametrize("name,directions", [("tpe", ("maximize",)), ("nsga2", ("maximize", "minimize")),
-                                             ("random", ("maximize",))])
-def test_optuna_controllers_ask_tell_roundtrip_on_sqlite(tmp_path, name, directions):
+                                             ("random", ("maximize",)), ("rl", ("maximize",))])
+def test_controllers_ask_tell_roundtrip_on_sqlite(tmp_path, name, directions):
     study = sqlite_study(tmp_path, directions)
     controller = make_controller(name, space=ToySpace(), study=study, seed=0, population=2)
     proposals = controller.ask(3)
