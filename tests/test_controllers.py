@@ -6,11 +6,13 @@ import numpy as np
 import optuna
 import pytest
 import torch
+from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
 from nas.arch import ArchSpec, HeadSpec, LayerSpec, StemSpec
 from nas.errors import NasError
 from nas.search.controllers import PPOSettings, Result, make_controller
+from nas.search.records import Status
 from search_spaces.space import Choice, SearchSpace
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -50,7 +52,7 @@ def run_toy(controller, trials, batch=4):
         for proposal in controller.ask(batch):
             reward = toy_reward(proposal.choices)
             rewards.append(reward)
-            controller.tell(proposal, Result(values=(reward,)))
+            controller.tell(proposal, Result.ok((reward,)))
     return rewards
 
 
@@ -64,8 +66,8 @@ def test_rl_controller_learns_a_toy_reward():
 
 
 @pytest.mark.parametrize("name,directions", [("tpe", ("maximize",)), ("nsga2", ("maximize", "minimize")),
-                                             ("random", ("maximize",))])
-def test_optuna_controllers_ask_tell_roundtrip_on_sqlite(tmp_path, name, directions):
+                                             ("random", ("maximize",)), ("rl", ("maximize",))])
+def test_controllers_ask_tell_roundtrip_on_sqlite(tmp_path, name, directions):
     study = sqlite_study(tmp_path, directions)
     controller = make_controller(name, space=ToySpace(), study=study, seed=0, population=2)
     proposals = controller.ask(3)
@@ -73,14 +75,16 @@ def test_optuna_controllers_ask_tell_roundtrip_on_sqlite(tmp_path, name, directi
     for i, proposal in enumerate(proposals):
         assert proposal.spec == ToySpace().decode(list(proposal.choices))
         values = (0.1 * i,) if len(directions) == 1 else (0.1 * i, 10.0 + i)
-        controller.tell(proposal, Result(values=values, attrs={"accuracy": 0.1 * i}))
+        controller.tell(proposal, Result.ok(values, attrs={"accuracy": 0.1 * i}))
     reloaded = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'study.db'}")
     trials = reloaded.get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
     assert trials[2].user_attrs["accuracy"] == pytest.approx(0.2)
     assert trials[2].user_attrs["controller"] == name
     assert ArchSpec.from_string(trials[1].user_attrs["arch"]) == proposals[1].spec
-    assert [int(trials[0].params[c.name]) for c in ToySpace().choices()] == list(proposals[0].choices)
+    # the study holds the chosen options themselves (what optuna-dashboard shows), not their indices
+    assert [trials[0].params[c.name] for c in ToySpace().choices()] == \
+        [c.options[i] for c, i in zip(ToySpace().choices(), proposals[0].choices)]
     more = controller.ask(2)  # past the start-up population: the sampler now models the results
     assert [p.number for p in more] == [3, 4]
 
@@ -89,7 +93,7 @@ def test_failed_result_is_recorded_with_its_reason(tmp_path):
     study = sqlite_study(tmp_path)
     controller = make_controller("rl", space=ToySpace(), study=study, seed=0)
     [proposal] = controller.ask(1)
-    controller.tell(proposal, Result(values=None, attrs={"status": "failed"}, reason="loss is nan at step 3"))
+    controller.tell(proposal, Result.failed(attrs={"reason": "loss is nan at step 3"}))
     trial = study.trials[0]
     assert trial.state == TrialState.FAIL
     assert trial.user_attrs["reason"] == "loss is nan at step 3"
@@ -99,12 +103,12 @@ def test_failed_result_is_recorded_with_its_reason(tmp_path):
 def test_interrupted_trials_are_reopened_under_their_own_number(tmp_path):
     first = make_controller("tpe", space=ToySpace(), study=sqlite_study(tmp_path), seed=0)
     done, left_open = first.ask(2)
-    first.tell(done, Result(values=(0.5,)))
+    first.tell(done, Result.ok((0.5,)))
     # A new process: only the study survives.
     second = make_controller("tpe", space=ToySpace(), study=sqlite_study(tmp_path), seed=0)
     [reopened] = second.interrupted()
     assert (reopened.number, reopened.choices) == (left_open.number, left_open.choices)
-    second.tell(reopened, Result(values=(0.7,)))
+    second.tell(reopened, Result.ok((0.7,)))
     study = sqlite_study(tmp_path)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     assert second.interrupted() == []
@@ -157,13 +161,44 @@ def test_trials_left_half_open_by_a_kill_mid_ask_are_completed(tmp_path):
     study = sqlite_study(tmp_path)
     space = ToySpace()
     study.ask()  # killed before any choice was drawn: RUNNING without params
-    study.enqueue_trial({c.name: 1 for c in space.choices()})  # killed between enqueue and ask: WAITING
+    study.enqueue_trial({c.name: c.options[1] for c in space.choices()})  # killed between enqueue and ask: WAITING
     controller = make_controller("rl", space=space, study=sqlite_study(tmp_path), seed=0)
     reopened = controller.interrupted()
     assert [p.number for p in reopened] == [0, 1]
     assert reopened[1].choices == (1,) * len(space.choices())
     for proposal in reopened:
-        controller.tell(proposal, Result(values=(toy_reward(proposal.choices),)))
+        controller.tell(proposal, Result.ok((toy_reward(proposal.choices),)))
     [fresh] = controller.ask(1)
     assert fresh.number == 2
     assert [t.state for t in sqlite_study(tmp_path).trials] == [TrialState.COMPLETE] * 2 + [TrialState.RUNNING]
+
+
+def test_a_study_begun_with_option_indices_resumes_with_them(tmp_path):
+    """Runs made before option values were stored keep their study's encoding: resume, sync and ask work."""
+    space = ToySpace()
+    study = sqlite_study(tmp_path)
+    indexed = {c.name: CategoricalDistribution(list(range(len(c.options)))) for c in space.choices()}
+    old_vectors = [(0,) * 12, TARGET]
+    for vector in old_vectors:
+        study.enqueue_trial({c.name: i for c, i in zip(space.choices(), vector)})
+        trial = study.ask(indexed)
+        study.tell(trial, toy_reward(vector))
+    study.enqueue_trial({c.name: 2 for c in space.choices()[:6]} | {c.name: 3 for c in space.choices()[6:]})
+    study.ask(indexed)  # left open by the killed old run
+    controller = make_controller("rl", space=space, study=sqlite_study(tmp_path), seed=0, ppo=PPOSettings(batch=2))
+    controller.sync()
+    assert controller.updates == 1  # learned from both old trials, read as index vectors
+    [reopened] = controller.interrupted()
+    assert reopened.choices == (2,) * 6 + (3,) * 6
+    controller.tell(reopened, Result.ok((toy_reward(reopened.choices),)))
+    [fresh] = controller.ask(1)
+    assert sqlite_study(tmp_path).trials[fresh.number].params == {
+        c.name: i for c, i in zip(space.choices(), fresh.choices)}
+
+
+def test_result_says_failure_once():
+    assert Result.failed(attrs={"reason": "nan"}).status is Status.FAILED
+    with pytest.raises(NasError, match="ok with objective values"):
+        Result(Status.OK)
+    with pytest.raises(NasError, match="ok with objective values"):
+        Result(Status.FAILED, (0.5,))

@@ -20,6 +20,7 @@ from nas.analysis import (
     reference_latencies,
 )
 from nas.errors import NasError
+from nas.search.records import Status, TrialRecord, trials_frame
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -121,10 +122,17 @@ def test_front_is_the_first_front_of_the_sort_on_random_tables():
     assert sorted(pareto_front(trials)["arch"]) == sorted(trials["arch"].iloc[expected])
 
 
-def test_front_ignores_nan_and_failed_rows():
-    trials = _trials(trial_id=[0, 1, 2, 3], arch=list("abcd"), accuracy=[0.9, np.nan, 0.5, 0.99],
-                     latency_ms=[10.0, 5.0, 20.0, 1.0], status=["ok", "failed", "ok", "FAILED"])
+def test_front_ignores_nan_failed_and_running_rows():
+    trials = _trials(trial_id=[0, 1, 2, 3, 4], arch=list("abcde"), accuracy=[0.9, np.nan, 0.5, 0.99, 0.95],
+                     latency_ms=[10.0, 5.0, 20.0, 1.0, 2.0], status=["ok", "failed", "ok", "failed", "running"])
     assert pareto_front(trials)["trial_id"].tolist() == [0]
+
+
+def test_a_status_that_is_not_a_trial_status_is_an_error_not_a_guess():
+    trials = _trials(trial_id=[0, 1], arch=list("ab"), accuracy=[0.9, 0.5], latency_ms=[10.0, 5.0],
+                     status=["ok", "diverged"])
+    with pytest.raises(NasError, match="unknown trial status 'diverged'"):
+        pareto_front(trials)
 
 
 def test_front_dedupes_same_architecture_and_scores_only():
@@ -305,6 +313,21 @@ def test_load_trials_concatenates_runs_and_names_them(tmp_path):
     assert loaded["trial_id"].tolist() == trials["trial_id"].tolist()
 
 
+def test_load_trials_reads_what_the_search_writes(tmp_path):
+    records = [TrialRecord(trial_id=0, controller="rl", status=Status.OK, arch=zoo.get("mnasnet_a1"), accuracy=0.7,
+                           latency_ms=70.0, reward=0.7, params=3_900_000, seed=1, run_id="r1"),
+               TrialRecord(trial_id=1, controller="rl", status=Status.FAILED, reason="loss is nan", seed=1, run_id="r1"),
+               TrialRecord(trial_id=2, controller="rl", seed=1, run_id="r1")]
+    (tmp_path / "run").mkdir()
+    trials_frame(records).to_csv(tmp_path / "run" / "trials.csv", index=False)
+    loaded = load_trials(tmp_path / "run")
+    assert [TrialRecord.from_row(row) for row in loaded.drop(columns="run").to_dict("records")] == records
+    assert pareto_front(loaded)["trial_id"].tolist() == [0]
+    loaded.assign(status=["ok", "error", "ok"]).to_csv(tmp_path / "run" / "trials.csv", index=False)
+    with pytest.raises(NasError, match=r"trials.csv: unknown trial status 'error' \(known: ok, failed, running\)"):
+        load_trials(tmp_path / "run")
+
+
 @pytest.mark.parametrize("setup, match", [
     (lambda d: None, "does not exist"),
     (lambda d: d.mkdir(), "no trials.parquet or trials.csv"),
@@ -342,3 +365,13 @@ def test_reference_latencies_prices_the_zoo_on_pixel_cpu():
         reference_latencies("cuda", ["mobilenet_v3_large"], latency_model=model)
     with pytest.raises(NasError, match="unknown architecture"):
         reference_latencies("pixel-cpu", ["no_such_net"], latency_model=model)
+
+
+def test_reading_records_does_not_import_torch():
+    """nas.analysis reads the search's Status and records; that must not pull in torch (notebooks, CI)."""
+    import subprocess
+    import sys
+
+    code = "import sys, nas.analysis, nas.search.records; assert 'torch' not in sys.modules, 'torch imported'"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -9,18 +9,23 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import torch
+from optuna.distributions import CategoricalDistribution
 
+from nas import zoo
 from nas.arch import ArchSpec
 from nas.cli import run
 from nas.errors import NasError
 from nas.latency.predict import get_latency_model
 from nas.search.__main__ import main
-from nas.search.evaluate import ProxySettings
+from nas.search.evaluate import Evaluation, ProxySettings
 from nas.search.objectives import Objective
+from nas.search.records import COLUMNS, Status, TrialRecord
 from nas.search.runner import SearchConfig, run_search
+from search_spaces import get_space
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ProxySettings(resolution=8, steps=2, batch_size=16, bn_batches=2, synthetic_train=64, synthetic_val=32,
@@ -49,6 +54,9 @@ def test_diverging_trials_are_recorded_as_failed_and_the_search_goes_on(tmp_path
     assert table["reason"].str.contains("diverged: loss is nan").all()
     assert table["accuracy"].isna().all() and table["latency_ms"].notna().all()
     assert json.loads((tmp_path / "best.json").read_text()) == []
+    assert list(table.columns) == list(COLUMNS) and set(table["seed"]) == {0}
+    assert set(table["run_id"]) == {json.loads((tmp_path / "config.json").read_text())["run_id"]}
+    assert [r.status for r in summary.records] == [Status.FAILED] * 2
 
 
 @pytest.mark.slow
@@ -88,6 +96,55 @@ def test_repeated_worker_errors_stop_the_search_with_the_reason(tmp_path, pixel)
                    progress_factory=_silent)
     table = pd.read_csv(tmp_path / "trials.csv")
     assert len(table) == 3 and (table["status"] == "failed").all()
+
+
+def test_a_run_made_before_run_ids_and_option_values_resumes(tmp_path, pixel):
+    """A run directory of before: config.json without an id, a study without one, option indices as parameters."""
+    run = config(tmp_path, trials=3)
+    (tmp_path / "config.json").write_text(json.dumps({"fixed": run.fixed(), "trials": 2}))
+    study = optuna.create_study(storage=run.storage_url, study_name="search", direction="maximize")
+    space = get_space("mnasnet")
+    indexed = {c.name: CategoricalDistribution(list(range(len(c.options)))) for c in space.choices()}
+    for accuracy in (0.1, 0.2):
+        trial = study.ask(indexed)
+        spec = space.decode([trial.params[c.name] for c in space.choices()])
+        for key, value in {"controller": "random", "arch": spec.to_string(), "status": "ok", "accuracy": accuracy,
+                           "latency_ms": 5.0, "reward": accuracy}.items():
+            trial.set_user_attr(key, value)
+        study.tell(trial, accuracy)
+    summary = run_search(run, latency_model=pixel, progress_factory=_silent)
+    run_id = json.loads((tmp_path / "config.json").read_text())["run_id"]
+    assert summary.complete and [(r.trial_id, r.run_id) for r in summary.records] == [(n, run_id) for n in range(3)]
+    assert [r.accuracy for r in summary.records[:2]] == [0.1, 0.2]
+    new = optuna.load_study(storage=run.storage_url, study_name="search").trials[2]
+    assert new.distributions == indexed  # the study keeps the encoding it was begun with
+    assert summary.records[2].arch == space.decode([new.params[c.name] for c in space.choices()])
+
+
+def test_the_study_holds_option_values_and_the_run_that_owns_it(tmp_path, pixel):
+    summary = run_search(config(tmp_path, trials=1), latency_model=pixel, progress_factory=_silent)
+    study = optuna.load_study(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="search")
+    space = get_space("mnasnet")
+    [trial] = study.trials
+    assert all(trial.params[c.name] in c.options for c in space.choices())
+    assert space.decode([c.options.index(trial.params[c.name]) for c in space.choices()]) == summary.records[0].arch
+    assert study.user_attrs["run_id"] == summary.records[0].run_id
+    assert study.user_attrs["fixed"]["controller"] == "random"
+
+
+def test_evaluations_and_records_say_failure_once_and_round_trip():
+    failed = Evaluation.failed("RuntimeError: lost", error=True, steps=3)
+    assert Evaluation.from_dict({**failed.to_dict(), "time_this_iter_s": 1.0}) == failed
+    assert failed.to_dict()["status"] == "failed" and Evaluation.from_dict({"status": "ok"}).ok
+    for bad in ({"status": "ok", "reason": "why"}, {"status": "failed"}, {"status": "running"},
+                {"status": "diverged", "reason": "nan"}):
+        with pytest.raises(NasError):
+            Evaluation(**bad)
+    spec = zoo.get("mnasnet_a1")
+    record = TrialRecord(trial_id=4, controller="rl", status=Status.OK, arch=spec,
+                         latency_ms=5.0, accuracy=0.5, params=10, seed=2, run_id="r")
+    assert TrialRecord.from_row(record.to_row()) == record
+    assert record.to_row()["arch"] == spec.to_string() and list(record.to_row()) == list(COLUMNS)
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, pixel):

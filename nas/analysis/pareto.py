@@ -23,11 +23,10 @@ import numpy as np
 import pandas as pd
 
 from nas.errors import NasError
+from nas.search.records import Status
 
 ACCURACY_LATENCY: dict[str, str] = {"accuracy": "max", "latency_ms": "min"}
 SENSES = ("max", "min")
-# Trial statuses that carry no valid measurement (as written by the search runner and Optuna).
-FAILED_STATUSES = frozenset({"failed", "fail", "error", "diverged", "pruned", "running", "waiting"})
 
 _CHUNK = 256  # rows per block of the dominance matrix, bounds memory to CHUNK * n * m
 
@@ -98,7 +97,10 @@ def non_dominated_sort(points, senses: Sequence[str]) -> list[np.ndarray]:
 
 
 def valid_rows(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFrame:
-    """The rows that carry a finite value for every objective and, if a ``status`` column exists, no failure."""
+    """The rows that carry a finite value for every objective and, if a ``status`` column exists, are OK.
+
+    ``status`` holds :class:`~nas.search.records.Status` values; any other value is an error, not a guess.
+    """
     missing = [name for name in objectives if name not in df.columns]
     if missing:
         raise NasError(f"table has no column {missing[0]!r} (columns: {', '.join(map(str, df.columns))})")
@@ -106,7 +108,8 @@ def valid_rows(df: pd.DataFrame, objectives: Mapping[str, str]) -> pd.DataFrame:
     values = df[list(objectives)].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     keep = np.isfinite(values).all(axis=1)
     if "status" in df.columns:
-        keep &= ~df["status"].astype(str).str.lower().isin(FAILED_STATUSES).to_numpy()
+        statuses = df["status"].map(Status.parse)
+        keep &= (statuses == Status.OK).to_numpy(dtype=bool)
     return df.loc[keep]
 
 

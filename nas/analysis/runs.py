@@ -1,8 +1,9 @@
 """Read the records that search and NetAdapt runs leave on disk into pandas tables.
 
-A search run directory holds ``trials.parquet`` or ``trials.csv``; a NetAdapt run holds
-``history.csv``. Reading them here keeps the notebooks to a few lines and gives a bad path one
-clear error instead of a pandas traceback.
+A search run directory holds ``trials.parquet`` or ``trials.csv`` (the columns of
+:class:`~nas.search.records.TrialRecord`); a NetAdapt run holds ``history.csv``. Reading them here
+keeps the notebooks to a few lines and gives a bad path or a bad record one clear error instead of
+a pandas traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from nas.errors import NasError
+from nas.search.records import Status
 
 TRIALS_FILES = ("trials.parquet", "trials.csv")
 HISTORY_COLUMNS = ("iteration", "latency_ms", "accuracy")
@@ -49,10 +51,20 @@ def load_trials(runs: str | Path | Iterable[str | Path]) -> pd.DataFrame:
     for path in paths:
         file = _trials_file(path)
         table = _read_table(file)
+        if "status" in table.columns:
+            _check_statuses(table["status"], file)
         if "run" not in table.columns:
             table.insert(0, "run", (path if path.is_dir() else file.parent).name)
         tables.append(table)
     return pd.concat(tables, ignore_index=True)
+
+
+def _check_statuses(column: pd.Series, file: Path) -> None:
+    for value in column.unique():
+        try:
+            Status.parse(value)
+        except NasError as err:
+            raise NasError(f"{file}: {err}") from None
 
 
 def load_history(path: str | Path) -> pd.DataFrame:

@@ -1,11 +1,23 @@
-"""Platform-aware architecture search: objectives, controllers, proxy evaluation and the runner.
+"""Platform-aware architecture search: objectives, controllers, proxy evaluation, records and the runner.
 
-``python -m nas.search --target pixel-cpu`` runs it; the pieces are importable on their own.
+``python -m nas.search --target pixel-cpu`` runs it; the pieces are importable on their own. The
+names below load their module on first use, so that reading a search's records (``nas.analysis``)
+does not import torch.
 """
 
-from nas.search.controllers import CONTROLLERS, Controller, PPOSettings, Proposal, Result, make_controller
-from nas.search.evaluate import Evaluation, ProxySettings, evaluate_candidate
-from nas.search.objectives import PRESETS, Objective, mnas_reward
+from importlib import import_module
 
-__all__ = ["CONTROLLERS", "PRESETS", "Controller", "Evaluation", "Objective", "PPOSettings", "Proposal",
-           "ProxySettings", "Result", "evaluate_candidate", "make_controller", "mnas_reward"]
+_HOMES = {
+    "CONTROLLERS": "controllers", "Controller": "controllers", "PPOSettings": "controllers", "Proposal": "controllers",
+    "Result": "controllers", "make_controller": "controllers",
+    "Evaluation": "evaluate", "ProxySettings": "evaluate", "evaluate_candidate": "evaluate",
+    "PRESETS": "objectives", "Objective": "objectives", "mnas_reward": "objectives",
+    "Status": "records", "TrialRecord": "records",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'nas.search' has no attribute {name!r}")
+    return getattr(import_module(f"nas.search.{_HOMES[name]}"), name)

@@ -15,6 +15,7 @@ from nas.errors import NasError
 from nas.search.controllers import CONTROLLERS, PPOSettings
 from nas.search.evaluate import ProxySettings
 from nas.search.objectives import MODES, PRESETS, Objective
+from nas.search.records import Status
 from nas.search.runner import SearchConfig, default_out_dir, run_search
 from nas.train.device import check_device, default_device
 from nas.train.proxy import open_data
@@ -28,11 +29,15 @@ examples:
   python -m nas.search --target pixel-cpu                        # small default search, a few minutes
   python -m nas.search --target pixel-cpu --controller nsga2 --trials 40 --out runs/front
   python -m nas.search --target host-cpu --data cifar10_jpg/train --steps 200 --out runs/cifar
+  python -m nas.search --controller tpe --storage postgresql://USER:PASSWORD@HOST/DB --out runs/tpe-a
 
 Rerunning a command with the same --out resumes it: finished trials are kept, open ones are
 evaluated again, the controller continues from its saved state. --trials may grow on a resume;
 other settings may not change. Outputs in --out: trials.csv/.parquet, best.json, pareto.csv,
-pareto.png, references.csv, study.db (Optuna), controller.pkl, config.json.
+pareto.png, references.csv, study.db (Optuna), controller.pkl, config.json (the run's id and settings).
+In a shared --storage, a run's study is named after the --out folder and belongs to that run
+alone: a new run whose folder name is taken there is refused. Browse a study with
+optuna-dashboard STORAGE_URL (parameters are the chosen options, user attributes the records).
 """
 
 
@@ -82,8 +87,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="parallel trials on Ray (default: one per core); 0 = in this process without Ray")
     g.add_argument("--ray-address", help="an existing Ray cluster (nas must be installed on its nodes)")
     g.add_argument("--out", type=Path, help="run directory (default runs/<timestamp>)")
-    g.add_argument("--storage", help="Optuna storage URL (any SQLAlchemy URL; default sqlite in --out); "
-                                      "runs sharing one database need distinct --out directory names")
+    g.add_argument("--storage", help="Optuna storage URL (any SQLAlchemy URL, e.g. postgresql://USER:PASSWORD@HOST/DB "
+                                      "with pip install 'latency-nas[postgres]'; default sqlite in --out); runs "
+                                      "sharing one database need distinct --out folder names")
     g.add_argument("--top-k", type=int, default=5, help="architectures in best.json (default 5)")
     return p
 
@@ -144,10 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"stopped; finished trials are saved in {out}. Resume with: {resume}", file=sys.stderr)
         raise
     table = summary.trials
-    failed = int((table["status"] != "ok").sum())
+    failed = sum(not record.ok for record in summary.records)
     print(f"{summary.finished}/{summary.requested} trials finished ({failed} failed) in {out}")
     if summary.best is not None:
-        top = table[table["status"] == "ok"].sort_values("reward", ascending=False).head(config.top_k)
+        top = table[table["status"] == Status.OK.value].sort_values("reward", ascending=False).head(config.top_k)
         print(top[["trial_id", "reward", "accuracy", "latency_ms", "params", "madds"]].to_string(index=False))
     if not summary.complete:
         print(f"stopped early; resume with: {resume}", file=sys.stderr)

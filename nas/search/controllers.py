@@ -3,6 +3,8 @@
 ``ask(n)`` gives ``n`` :class:`Proposal` s (one option index per choice of the search space),
 ``tell(proposal, result)`` records the outcome and lets the controller learn from it, and
 ``state_dict()`` / ``load_state_dict()`` carry what the controller learned across a restart.
+The study's parameters are the chosen options themselves (``block3.kernel = 5``, not its index),
+so the study reads as it is in optuna-dashboard.
 
 Every controller keeps its trials in one Optuna study, which is the search's ledger: an asked
 trial is RUNNING there, a told one COMPLETE (with its objective values) or FAIL, and the record
@@ -22,7 +24,7 @@ Example::
     >>> study = optuna.create_study(direction="maximize")
     >>> controller = make_controller("random", space=get_space("mnasnet"), study=study, seed=0)
     >>> [proposal] = controller.ask(1)
-    >>> controller.tell(proposal, Result(values=(0.5,), attrs={"accuracy": 0.5}))
+    >>> controller.tell(proposal, Result.ok((0.5,), attrs={"accuracy": 0.5}))
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from torch import nn
 
 from nas.arch import ArchSpec
 from nas.errors import NasError
+from nas.search.records import Status
 
 CONTROLLERS = ("rl", "tpe", "nsga2", "random")
 
@@ -57,18 +60,27 @@ class Proposal:
 
 @dataclass(frozen=True)
 class Result:
-    """The outcome of one trial. ``values`` are the objective values; ``None`` means it failed.
+    """The outcome of one trial: ``status`` OK with its objective ``values``, or FAILED with none.
 
     ``attrs`` is the trial record (JSON-able values) stored with the trial in the study.
     """
 
-    values: tuple[float, ...] | None
+    status: Status
+    values: tuple[float, ...] = ()
     attrs: Mapping[str, Any] = field(default_factory=dict)
-    reason: str = ""
 
-    @property
-    def failed(self) -> bool:
-        return self.values is None
+    def __post_init__(self) -> None:
+        if self.status is Status.RUNNING or (self.status is Status.OK) != bool(self.values):
+            raise NasError(f"a result is ok with objective values or failed without; got {self.status.value} "
+                           f"with values {self.values}")
+
+    @classmethod
+    def ok(cls, values: Sequence[float], *, attrs: Mapping[str, Any] | None = None) -> Result:
+        return cls(Status.OK, tuple(values), dict(attrs or {}))
+
+    @classmethod
+    def failed(cls, *, attrs: Mapping[str, Any] | None = None) -> Result:
+        return cls(Status.FAILED, (), dict(attrs or {}))
 
 
 class Controller(ABC):
@@ -80,8 +92,7 @@ class Controller(ABC):
         self.space = space
         self.study = study
         self._choices = space.choices()
-        # Option indices as Optuna categoricals: the options themselves may be tuples or None.
-        self._distributions = {c.name: CategoricalDistribution(list(range(len(c.options)))) for c in self._choices}
+        self._distributions = _distributions(self._choices, study)
         self._open: dict[int, optuna.trial.Trial] = {}
 
     @abstractmethod
@@ -95,8 +106,7 @@ class Controller(ABC):
             trial = _reopen(self.study, proposal.number)
         for key, value in result.attrs.items():
             trial.set_user_attr(key, value)
-        if result.failed:
-            trial.set_user_attr("reason", result.reason)
+        if result.status is Status.FAILED:
             self.study.tell(trial, state=TrialState.FAIL)
         else:
             if any(not math.isfinite(v) for v in result.values):
@@ -137,7 +147,7 @@ class Controller(ABC):
 
     def _open_trial(self, trial: optuna.trial.Trial) -> Proposal:
         """Read the choices of a trial just asked with our distributions; remember it until told."""
-        choices = tuple(int(trial.params[c.name]) for c in self._choices)
+        choices = self._indices(trial.number, trial.params)
         spec = self.space.decode(list(choices))
         trial.set_user_attr("controller", self.name)
         trial.set_user_attr("arch", spec.to_string())
@@ -149,8 +159,31 @@ class Controller(ABC):
         if missing:
             raise NasError(f"trial {frozen.number} in the study has no value for {missing[0]!r}: the study was "
                            f"made for another search space; use a new --out directory")
-        choices = tuple(int(frozen.params[c.name]) for c in self._choices)
+        choices = self._indices(frozen.number, frozen.params)
         return Proposal(number=frozen.number, choices=choices, spec=self.space.decode(list(choices)))
+
+    def _indices(self, number: int, params: Mapping[str, Any]) -> tuple[int, ...]:
+        """The option indices of a trial's parameters (options, or indices in a study from before names)."""
+        try:
+            return tuple(self._distributions[c.name].to_internal_repr(params[c.name]) for c in self._choices)
+        except ValueError as err:
+            raise NasError(f"trial {number} in the study has a value outside this search space ({err}); "
+                           "use a new --out directory") from None
+
+
+def _distributions(choices: Sequence, study: optuna.Study) -> dict[str, CategoricalDistribution]:
+    """Each choice's options as an Optuna categorical, by their values so that the study reads as itself.
+
+    Options that Optuna cannot hold (a tuple) are named by their text. A study begun before option
+    values were stored holds option indices: it keeps them, so such a run still resumes.
+    """
+    named = {c.name: CategoricalDistribution([o if o is None or isinstance(o, (bool, int, float, str)) else str(o)
+                                              for o in c.options]) for c in choices}
+    indexed = {c.name: CategoricalDistribution(list(range(len(c.options)))) for c in choices}
+    stored = next((t.distributions for t in study.get_trials(deepcopy=False) if t.distributions), {})
+    if any(stored.get(name) == indexed[name] != named[name] for name in named):
+        return indexed
+    return named
 
 
 def _reopen(study: optuna.Study, number: int) -> optuna.trial.Trial:
@@ -276,7 +309,8 @@ class RLController(Controller):
         actions, log_probs = self.policy.sample(n, self.generator)
         proposals = []
         for action, log_prob in zip(actions.tolist(), log_probs.tolist()):
-            self.study.enqueue_trial({c.name: int(a) for c, a in zip(self._choices, action)})
+            self.study.enqueue_trial({c.name: self._distributions[c.name].choices[a]
+                                      for c, a in zip(self._choices, action)})
             proposal = self._open_trial(self.study.ask(self._distributions))
             if list(proposal.choices) != action:
                 raise NasError("the study holds enqueued trials of an earlier run: take interrupted() before ask()")
@@ -287,7 +321,7 @@ class RLController(Controller):
     def _learn(self, proposal: Proposal, result: Result) -> None:
         self._seen.add(proposal.number)
         log_prob = self._log_probs.pop(proposal.number, None)
-        if result.failed:
+        if result.status is Status.FAILED:
             return  # a trial that did not train says nothing about the reward
         if log_prob is None:  # asked by a killed process: treat it as drawn from the current policy
             with torch.no_grad():
@@ -321,8 +355,8 @@ class RLController(Controller):
     def sync(self) -> None:
         for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
             if frozen.number not in self._seen:
-                values = None if frozen.state == TrialState.FAIL else tuple(frozen.values)
-                self._learn(self._from_trial(frozen), Result(values=values))
+                result = Result.failed() if frozen.state == TrialState.FAIL else Result.ok(frozen.values)
+                self._learn(self._from_trial(frozen), result)
 
     def state_dict(self) -> dict[str, Any]:
         buffer = io.BytesIO()

@@ -24,6 +24,7 @@ from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.model import build_model
 from nas.profile import profile
+from nas.search.records import Status
 from nas.train.loop import DivergedError, evaluate, train_steps
 from nas.train.proxy import ProxyTraining, open_data
 
@@ -60,14 +61,15 @@ class ProxySettings(ProxyTraining):
 
 @dataclass(frozen=True)
 class Evaluation:
-    """What proxy training found. ``status`` is "ok" or "failed"; ``reason`` says why it failed.
+    """What proxy training found: the scores, or (``status`` FAILED) the ``reason`` it failed.
 
-    ``kind`` tells a diverged run (the candidate's fault) from an error (the system's fault).
+    ``error`` tells a failure that is the system's fault (a worker that crashed) from the
+    candidate's own (a run that diverged): repeated errors stop a search, divergence does not.
     """
 
-    status: str
+    status: Status = Status.OK
     reason: str = ""
-    kind: str = ""
+    error: bool = False
     accuracy: float = math.nan
     val_loss: float = math.nan
     train_loss: float = math.nan
@@ -76,16 +78,25 @@ class Evaluation:
     params: int = 0
     madds: int = 0
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "status", Status.parse(self.status))
+        if self.status is Status.RUNNING:
+            raise NasError("an evaluation is finished: its status is ok or failed")
+        if (self.status is Status.FAILED) != bool(self.reason) or (self.error and self.status is Status.OK):
+            raise NasError(f"an evaluation has a reason (and may be an error) exactly when it failed; got "
+                           f"status {self.status.value!r}, reason {self.reason!r}, error {self.error}")
+
     @property
     def ok(self) -> bool:
-        return self.status == "ok"
+        return self.status is Status.OK
 
     @classmethod
-    def failed(cls, reason: str, *, kind: str, **fields: Any) -> Evaluation:
-        return cls(status="failed", reason=reason, kind=kind, **fields)
+    def failed(cls, reason: str, *, error: bool = False, **fields: Any) -> Evaluation:
+        return cls(status=Status.FAILED, reason=reason, error=error, **fields)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values, as a Ray worker reports them."""
+        return {**asdict(self), "status": self.status.value}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Evaluation:
@@ -112,13 +123,12 @@ def evaluate_candidate(spec: ArchSpec, settings: ProxySettings) -> Evaluation:
                                 momentum=settings.momentum, label_smoothing=settings.label_smoothing,
                                 device=settings.device, bn_batches=settings.bn_batches)
         except DivergedError as err:
-            return Evaluation.failed(str(err), kind="diverged", steps=steps,
-                                     train_seconds=time.perf_counter() - start, params=deployed.params,
-                                     madds=deployed.madds)
+            return Evaluation.failed(str(err), steps=steps, train_seconds=time.perf_counter() - start,
+                                     params=deployed.params, madds=deployed.madds)
         seconds = time.perf_counter() - start
         result = evaluate(model, data.loader("val", batch_size=256), device=settings.device)
     if not math.isfinite(result.loss):
-        return Evaluation.failed(f"validation loss is {result.loss}", kind="diverged", steps=steps,
-                                 train_seconds=seconds, params=deployed.params, madds=deployed.madds)
-    return Evaluation(status="ok", accuracy=result.top1, val_loss=result.loss, train_loss=stats.loss, steps=steps,
+        return Evaluation.failed(f"validation loss is {result.loss}", steps=steps, train_seconds=seconds,
+                                 params=deployed.params, madds=deployed.madds)
+    return Evaluation(accuracy=result.top1, val_loss=result.loss, train_loss=stats.loss, steps=steps,
                       train_seconds=seconds, params=deployed.params, madds=deployed.madds)

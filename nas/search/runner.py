@@ -8,9 +8,14 @@ Workers are Ray Tune trials (local Ray with one CPU per worker by default, or a 
 
 Everything a restart needs is in the run directory: the Optuna study (``study.db`` unless another
 SQLAlchemy URL is given) holds every trial and its record, ``controller.pkl`` the controller's
-learned state and ``config.json`` the settings the run was started with. Running the same command
-again resumes: finished trials are kept, trials a killed run left open are evaluated again under
-their own numbers (never duplicated), and the search continues to ``trials`` in total.
+learned state and ``config.json`` the run's id and the settings it was started with. Running the
+same command again resumes: finished trials are kept, trials a killed run left open are evaluated
+again under their own numbers (never duplicated), and the search continues to ``trials`` in total.
+
+A run owns its study: the study's user attributes hold the run's id and fixed settings, written
+when the run creates it and checked whenever it is opened. So several runs can share one database
+(``storage="postgresql://..."``) without ever adding trials to each other's study: a run whose
+study name is taken by another run is refused, and a resume must find its own id there.
 """
 
 from __future__ import annotations
@@ -20,16 +25,18 @@ import logging
 import math
 import os
 import pickle
+import secrets
+import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
 from nas.arch import ArchSpec
 from nas.cluster import start_ray
@@ -37,16 +44,25 @@ from nas.errors import NasError
 from nas.search.controllers import Controller, PPOSettings, Proposal, Result, make_controller
 from nas.search.evaluate import Evaluation, ProxySettings, evaluate_candidate
 from nas.search.objectives import Objective
+from nas.search.records import Status, TrialRecord, trials_frame
 from nas.train.proxy import open_data
 
 STATE_FILE = "controller.pkl"
 CONFIG_FILE = "config.json"
 Evaluator = Callable[[ArchSpec, ProxySettings], Evaluation]
-TRIAL_COLUMNS = ["trial_id", "controller", "status", "reason", "arch", "latency_ms", "latency_source",
-                 "estimated_keys", "accuracy", "reward", "params", "madds", "train_seconds", "steps", "val_loss",
-                 "train_loss"]
-# Settings that define what a run directory holds; changing one needs a new directory.
+# Settings that define what a run holds; changing one needs a new run.
 _FIXED_SETTINGS = ("target", "space", "controller", "objective", "proxy", "seed", "population", "ppo")
+# The study's user attributes that say which run it belongs to.
+RUN_ID, FIXED, RUN_OUT = "run_id", "fixed", "out"
+# Record fields the study holds already: the trial's number and state, the run's seed and id.
+_HELD_BY_THE_STUDY = ("trial_id", "status", "seed", "run_id")
+_STATUS = {TrialState.COMPLETE: Status.OK, TrialState.FAIL: Status.FAILED}  # other states: still running
+# What to install for a database driver SQLAlchemy cannot import.
+DRIVERS = {
+    "psycopg": "pip install 'latency-nas[postgres]' (psycopg 3, the driver of postgresql:// URLs)",
+    "psycopg2": "pip install psycopg2-binary, or write the URL as postgresql:// and "
+                "pip install 'latency-nas[postgres]'",
+}
 
 
 @dataclass(frozen=True)
@@ -83,7 +99,8 @@ class SearchConfig:
 
     @property
     def study_name(self) -> str:
-        """"search" in the run's own database; in a shared one (``storage``) named after the run directory."""
+        """"search" in the run's own database; in a shared one (``storage``) named after the run directory,
+        which another run's study may not have (see :func:`open_run`)."""
         return "search" if self.storage is None else f"nas.search:{Path(self.out).name}"
 
     def fixed(self) -> dict[str, Any]:
@@ -97,7 +114,10 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class SearchSummary:
+    """A run's outcome: its records, the same as a table, and ``best``, the top trial as in ``best.json``."""
+
     out: Path
+    records: tuple[TrialRecord, ...]
     trials: pd.DataFrame
     finished: int
     requested: int
@@ -112,20 +132,62 @@ def default_out_dir() -> Path:
     return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
-def _check_config(config: SearchConfig) -> None:
-    """Refuse to resume a directory made with other settings: its trials would not be comparable."""
+def new_run_id() -> str:
+    """Unique among runs, and sortable by start time."""
+    return f"{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(4)}"
+
+
+def open_run(config: SearchConfig) -> tuple[optuna.Study, str]:
+    """The run's study and id; refuses a study that is another run's or holds other settings.
+
+    A new run writes its id to ``config.json`` and creates its study, which records the id and the
+    fixed settings. A resumed run (its id in ``config.json``) must find them in the study, whatever
+    the folder is called now. A run directory made before runs had ids adopts its study.
+    """
     path = Path(config.out) / CONFIG_FILE
     current = config.fixed()
+    saved = _read_config(path)
+    if saved is None:
+        run_id = new_run_id()
+        _write_json(path, {RUN_ID: run_id, FIXED: current, "trials": config.trials})
+        try:
+            study = _open_study(config, create=True)
+        except NasError:
+            path.unlink()  # the run never started: leave the folder as it was
+            raise
+        _stamp(study, run_id, config)
+        return study, run_id
+    _refuse_other_settings(saved[FIXED], current, str(config.out))
+    study = _open_study(config, create=False)
+    run_id = saved.get(RUN_ID)
+    owner = study.user_attrs.get(RUN_ID)
+    if owner is None and (run_id is None or not study.get_trials(deepcopy=False)):
+        # a run from before ids, or this run killed between creating its study and recording its id
+        run_id = run_id or new_run_id()
+        _stamp(study, run_id, config)
+        _write_json(path, {**saved, RUN_ID: run_id})
+    elif owner != run_id:
+        raise _taken(config, study)
+    _refuse_other_settings(_without_device(study.user_attrs[FIXED]), current,
+                           f"study {config.study_name!r} in {_shown(config.storage_url)}")
+    return study, run_id
+
+
+def _read_config(path: Path) -> dict[str, Any] | None:
     if not path.exists():
-        path.write_text(json.dumps({"fixed": current, "trials": config.trials}, indent=2))
-        return
+        return None
     try:
-        saved = _without_device(json.loads(path.read_text())["fixed"])
+        saved = json.loads(path.read_text())
+        return {**saved, FIXED: _without_device(saved[FIXED])}
     except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
         raise NasError(f"{path} is unreadable ({err}); use a new --out directory") from None
+
+
+def _refuse_other_settings(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
+    """Refuse to resume a run made with other settings: its trials would not be comparable."""
     for key in _FIXED_SETTINGS:
         if saved.get(key) != current[key]:
-            raise NasError(f"{config.out} holds a search with {key} = {saved.get(key)!r}, not {current[key]!r}; "
+            raise NasError(f"{where} holds a search with {key} = {saved.get(key)!r}, not {current[key]!r}; "
                            "rerun with the same settings to resume, or use a new --out directory")
 
 
@@ -134,26 +196,86 @@ def _without_device(fixed: dict[str, Any]) -> dict[str, Any]:
     return {**fixed, "proxy": proxy}
 
 
-def open_study(config: SearchConfig) -> optuna.Study:
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+def _stamp(study: optuna.Study, run_id: str, config: SearchConfig) -> None:
+    study.set_user_attr(RUN_ID, run_id)
+    study.set_user_attr(FIXED, config.fixed())
+    study.set_user_attr(RUN_OUT, str(Path(config.out).resolve()))
+
+
+def _taken(config: SearchConfig, study: optuna.Study) -> NasError:
+    attrs = study.user_attrs
+    if RUN_ID in attrs:
+        owner = (f"run {attrs[RUN_ID]} of {attrs.get(RUN_OUT, '?')}, controller "
+                 f"{attrs.get(FIXED, {}).get('controller', '?')}")
+    else:
+        owner = "a run from before runs had ids"
+    return NasError(f"study {config.study_name!r} in {_shown(config.storage_url)} belongs to {owner}; "
+                    f"this run (controller {config.controller}) needs its own: use an --out folder with another "
+                    "name")
+
+
+def _shown(url: str) -> str:
+    """The storage URL without its password, for messages."""
     try:
-        study = optuna.create_study(storage=config.storage_url, study_name=config.study_name, load_if_exists=True,
+        return make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return url
+
+
+def _open_study(config: SearchConfig, *, create: bool) -> optuna.Study:
+    """Open (``create``: only create) the run's study, with a one-line error for what the storage lacks."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = config.storage_url
+    try:
+        _check_driver(url)
+        storage = _rdb_storage(url)
+        study = optuna.create_study(storage=storage, study_name=config.study_name, load_if_exists=not create,
                                     directions=list(config.objective.directions))
+    except optuna.exceptions.DuplicatedStudyError:
+        raise _taken(config, optuna.load_study(storage=storage, study_name=config.study_name)) from None
     except (ValueError, ImportError, optuna.exceptions.OptunaError, SQLAlchemyError) as err:
         first_line = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise NasError(f"cannot open the study storage {config.storage_url}: {first_line}") from None
-    if [d.name.lower() for d in study.directions] != list(config.objective.directions):
-        raise NasError(f"the study in {config.storage_url} optimises {len(study.directions)} objective(s), "
-                       f"not {len(config.objective.directions)}; use a new --out directory")
+        raise NasError(f"cannot open the study storage {_shown(url)}: {first_line}") from None
+    directions = [d.name.lower() for d in study.directions]
+    if directions != list(config.objective.directions):
+        raise NasError(f"the study in {_shown(url)} has directions {directions}, not "
+                       f"{list(config.objective.directions)}; use a new --out directory")
     return study
 
 
-def _save_state(controller: Controller, out: Path) -> None:
-    """Atomically replace the controller's state file (a kill never leaves half a file)."""
-    path = out / STATE_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps(controller.state_dict()))
+def _rdb_storage(url: str, attempts: int = 3) -> optuna.storages.RDBStorage:
+    """Optuna's storage at ``url``. Runs that start together on an empty database race to create
+    Optuna's tables (optuna#1092); a loser finds them made when it tries again."""
+    for attempt in range(1, attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError):
+            time.sleep(0.2 * attempt)
+    return optuna.storages.RDBStorage(url)
+
+
+def _check_driver(url: str) -> None:
+    """Name the package to install for a database driver that is missing (SQLAlchemy only says it is)."""
+    try:
+        make_url(url).get_dialect().import_dbapi()
+    except ModuleNotFoundError as err:
+        hint = DRIVERS.get(err.name, f"pip install the package that provides {err.name!r}")
+        raise NasError(f"the database driver {err.name!r} for {_shown(url)} is not installed: {hint}") from None
+
+
+def _write_json(path: Path, data: Any) -> None:
+    _replace(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` whole through a temporary file (a kill never leaves half a file)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
     os.replace(tmp, path)
+
+
+def _save_state(controller: Controller, out: Path) -> None:
+    _replace(out / STATE_FILE, pickle.dumps(controller.state_dict()))
 
 
 class Driver:
@@ -164,8 +286,9 @@ class Driver:
     """
 
     def __init__(self, config: SearchConfig, controller: Controller, latency_model, progress,
-                 evaluator: Evaluator = evaluate_candidate) -> None:
+                 evaluator: Evaluator = evaluate_candidate, *, run_id: str) -> None:
         self.config = config
+        self.run_id = run_id
         self.evaluator = evaluator
         self.controller = controller
         self.latency_model = latency_model
@@ -195,30 +318,37 @@ class Driver:
     def finish(self, proposal: Proposal, evaluation: Evaluation) -> None:
         prediction = self.latency.pop(proposal.number)
         objective = self.config.objective
-        record: dict[str, Any] = {
-            "latency_ms": float(prediction.ms), "latency_source": prediction.source,
-            "estimated_keys": len(prediction.estimated_keys), **_finite(evaluation.to_dict()),
-        }
+        reward = objective.reward(evaluation.accuracy, prediction.ms) if evaluation.ok else math.nan
+        record = TrialRecord(
+            trial_id=proposal.number, controller=self.controller.name, status=evaluation.status,
+            reason=evaluation.reason, arch=proposal.spec, latency_ms=float(prediction.ms),
+            latency_source=prediction.source, estimated_keys=len(prediction.estimated_keys),
+            accuracy=evaluation.accuracy, reward=reward, params=evaluation.params, madds=evaluation.madds,
+            train_seconds=evaluation.train_seconds, steps=evaluation.steps, val_loss=evaluation.val_loss,
+            train_loss=evaluation.train_loss, seed=self.config.seed, run_id=self.run_id)
         if evaluation.ok:
-            record["reward"] = objective.reward(evaluation.accuracy, prediction.ms)
-            result = Result(values=objective.values(evaluation.accuracy, prediction.ms), attrs=record)
-            self.best_reward = max(self.best_reward, record["reward"])
+            result = Result.ok(objective.values(evaluation.accuracy, prediction.ms), attrs=_trial_attrs(record))
+            self.best_reward = max(self.best_reward, reward)
         else:
-            result = Result(values=None, attrs=record, reason=evaluation.reason)
+            result = Result.failed(attrs=_trial_attrs(record))
             self.failed += 1
         self.controller.tell(proposal, result)
         _save_state(self.controller, self.out)
-        self.errors = self.errors + [evaluation.reason] if evaluation.kind == "error" else []
+        self.errors = self.errors + [evaluation.reason] if evaluation.error else []
         self.finished += 1
-        export_trials(self.controller.study, self.out)
+        export_trials(trial_records(self.controller.study), self.out)
         self.progress.update(1)
         best = f"{self.best_reward:.4f}" if math.isfinite(self.best_reward) else "-"
         self.progress.set_postfix_str(f"best reward {best}, failed {self.failed}", refresh=True)
 
 
-def _finite(data: dict[str, Any]) -> dict[str, Any]:
-    """Optuna's JSON storage cannot hold NaN: drop unknown numbers (they read back as NaN)."""
-    return {k: v for k, v in data.items() if not (isinstance(v, float) and not math.isfinite(v)) and k != "kind"}
+def _trial_attrs(record: TrialRecord) -> dict[str, Any]:
+    """What the study keeps with a trial: the record without what the trial's state and the study hold.
+
+    Optuna's JSON storage cannot hold NaN: unknown numbers are left out (they read back as NaN).
+    """
+    return {k: v for k, v in record.to_row().items()
+            if k not in _HELD_BY_THE_STUDY and v is not None and not (isinstance(v, float) and not math.isfinite(v))}
 
 
 def _count_finished(study: optuna.Study) -> int:
@@ -255,7 +385,7 @@ def _evaluate_safely(evaluator: Evaluator, spec: ArchSpec, settings: ProxySettin
     try:
         return evaluator(spec, settings)
     except Exception as err:  # noqa: BLE001 -- reported with the trial, and repeated errors stop the search
-        return Evaluation.failed(f"{type(err).__name__}: {err}", kind="error")
+        return Evaluation.failed(f"{type(err).__name__}: {err}", error=True)
 
 
 def report(metrics: dict[str, Any]) -> None:
@@ -270,7 +400,7 @@ def _ray_trial(config: dict[str, Any], settings: ProxySettings, evaluator: Evalu
     import torch
 
     torch.set_num_threads(1)
-    report(_evaluate_safely(evaluator, ArchSpec.from_string(config["arch"]), settings).to_dict())
+    report(_evaluate_safely(evaluator, config["spec"], settings).to_dict())
 
 
 def _trial_resources(config: SearchConfig, local_gpus: int = 0) -> dict[str, float]:
@@ -331,13 +461,13 @@ def _run_ray(driver: Driver) -> None:
                 self.error = err
                 return Searcher.FINISHED
             self.live[trial_id] = proposal
-            return {"number": proposal.number, "arch": proposal.spec.to_string()}
+            return {"number": proposal.number, "spec": proposal.spec}
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
             proposal = self.live.pop(trial_id)
             if error or not result or "status" not in result:
                 evaluation = Evaluation.failed("the Ray worker died or raised before reporting (see the Ray logs "
-                                               "under /tmp/ray/session_latest/logs)", kind="error")
+                                               "under /tmp/ray/session_latest/logs)", error=True)
             else:
                 evaluation = Evaluation.from_dict(result)
             try:
@@ -370,28 +500,23 @@ def _run_ray(driver: Driver) -> None:
 # ------------------------------------------------------------------ outputs
 
 
-def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial from the study's records; open trials show status "running"."""
-    rows = []
+def trial_records(study: optuna.Study) -> list[TrialRecord]:
+    """One record per trial of the study; the trial's state says its status (open trials are RUNNING)."""
+    run_id = study.user_attrs.get(RUN_ID, "")
+    seed = study.user_attrs.get(FIXED, {}).get("seed")
+    records = []
     for trial in study.get_trials(deepcopy=False):
         if trial.state == TrialState.WAITING:
             continue
-        attrs = trial.user_attrs
-        status = attrs.get("status", "running") if trial.state.is_finished() else "running"
-        row = {column: attrs.get(column) for column in TRIAL_COLUMNS}
-        row.update(trial_id=trial.number, status=status, reason=attrs.get("reason", ""))
-        rows.append(row)
-    table = pd.DataFrame.from_records(rows, columns=TRIAL_COLUMNS)
-    for column in ("latency_ms", "accuracy", "reward", "train_seconds", "val_loss", "train_loss"):
-        table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
-    for column in ("params", "madds", "steps", "estimated_keys"):
-        table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
-    return table
+        status = _STATUS.get(trial.state, Status.RUNNING)
+        records.append(TrialRecord.from_row({**trial.user_attrs, "trial_id": trial.number, "status": status,
+                                             "seed": seed, "run_id": run_id}))
+    return records
 
 
-def export_trials(study: optuna.Study, out: Path) -> pd.DataFrame:
+def export_trials(records: list[TrialRecord], out: Path) -> pd.DataFrame:
     """Write ``trials.csv`` and ``trials.parquet`` (rewritten whole: a kill never leaves a torn row)."""
-    table = trials_table(study)
+    table = trials_frame(records)
     for name, write in (("trials.csv", lambda p: table.to_csv(p, index=False)),
                         ("trials.parquet", lambda p: table.to_parquet(p, index=False))):
         tmp = out / f".{name}.tmp"
@@ -400,35 +525,27 @@ def export_trials(study: optuna.Study, out: Path) -> pd.DataFrame:
     return table
 
 
-def best_trials(table: pd.DataFrame, k: int) -> list[dict[str, Any]]:
-    ok = table[table["status"] == "ok"].sort_values(["reward", "trial_id"], ascending=[False, True]).head(k)
-    records = []
-    for row in ok.to_dict("records"):
-        spec = ArchSpec.from_string(row["arch"])
-        records.append({**{k: _plain(v) for k, v in row.items() if k not in ("status", "reason")},
-                        "spec": spec.to_dict()})
-    return records
+def best_trials(records: list[TrialRecord], k: int) -> list[dict[str, Any]]:
+    """The top ``k`` finished trials by reward, as ``best.json`` lists them (with each spec as JSON)."""
+    ok = sorted((r for r in records if r.ok), key=lambda r: (-r.reward, r.trial_id))[:k]
+    return [{**{name: _plain(value) for name, value in r.to_row().items() if name not in ("status", "reason")},
+             "spec": r.arch.to_dict()} for r in ok]
 
 
 def _plain(value: Any) -> Any:
-    if value is pd.NA:
-        return None
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return float(value) if math.isfinite(value) else None
-    return value
+    """JSON for best.json: an unknown number is null."""
+    return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def write_outputs(config: SearchConfig, study: optuna.Study, latency_model) -> pd.DataFrame:
+def write_outputs(config: SearchConfig, records: list[TrialRecord], latency_model) -> pd.DataFrame:
     """trials.csv/parquet, best.json (top k by reward), pareto.csv and pareto.png (with the zoo's networks)."""
     from nas.analysis.pareto import pareto_front
     from nas.analysis.plots import plot_pareto
     from nas.analysis.references import reference_latencies
 
     out = Path(config.out)
-    table = export_trials(study, out)
-    (out / "best.json").write_text(json.dumps(best_trials(table, config.top_k), indent=2) + "\n")
+    table = export_trials(records, out)
+    (out / "best.json").write_text(json.dumps(best_trials(records, config.top_k), indent=2) + "\n")
     pareto_front(table).to_csv(out / "pareto.csv", index=False)
     references = reference_latencies(config.target, resolution=config.proxy.deploy_resolution,
                                      latency_model=latency_model)
@@ -462,8 +579,7 @@ def run_search(config: SearchConfig, *, latency_model=None, evaluator: Evaluator
     open_data(config.proxy)  # a missing or unreadable dataset fails here, once, not in every worker
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
-    _check_config(config)
-    study = open_study(config)
+    study, run_id = open_run(config)
     controller = make_controller(config.controller, space=space, study=study, seed=config.seed,
                                  population=config.population, ppo=config.ppo)
     state_path = out / STATE_FILE
@@ -481,15 +597,16 @@ def run_search(config: SearchConfig, *, latency_model=None, evaluator: Evaluator
     finished = _count_finished(study)
     with progress_factory(total=max(config.trials, finished), initial=finished, desc=f"search {config.controller}",
                           unit="trial", dynamic_ncols=True) as progress:
-        driver = Driver(config, controller, latency_model, progress, evaluator)
+        driver = Driver(config, controller, latency_model, progress, evaluator, run_id=run_id)
         try:
             if driver.more():
                 (_run_serial if config.workers == 0 else _run_ray)(driver)
         finally:
-            table = write_outputs(config, study, latency_model)
+            records = trial_records(study)
+            table = write_outputs(config, records, latency_model)
     if driver.aborted():
         raise NasError(f"stopped after {len(driver.errors)} trials in a row failed with errors; last: "
                        f"{driver.errors[-1]}")
-    best = best_trials(table, 1)
-    return SearchSummary(out=out, trials=table, finished=_count_finished(study), requested=config.trials,
-                         best=best[0] if best else None)
+    best = best_trials(records, 1)
+    return SearchSummary(out=out, records=tuple(records), trials=table, finished=_count_finished(study),
+                         requested=config.trials, best=best[0] if best else None)
