@@ -17,6 +17,8 @@ from nas.arch import ArchSpec
 from nas.cli import run
 from nas.cluster import probe
 from nas.errors import NasError
+from nas.latency.options import add_calibration_option
+from nas.latency.predict import resolve_target
 from nas.netadapt.loop import Settings, netadapt
 from nas.netadapt.select import RULES
 from nas.train.device import check_device, default_device
@@ -44,6 +46,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="trained seed weights: a state dict, or a dict holding one under 'state_dict' "
                              "(default: train the seed for --pretrain-steps)")
     parser.add_argument("--target", choices=TARGETS, default="pixel-cpu", help="latency model (default: pixel-cpu)")
+    add_calibration_option(parser)
     goal = parser.add_mutually_exclusive_group(required=True)
     goal.add_argument("--latency-ms", type=float, metavar="X", help="absolute latency target in ms")
     goal.add_argument("--latency-ratio", type=float, metavar="R", help="target as a fraction of the seed's latency")
@@ -123,6 +126,7 @@ def latency_function(target: str, resolution: int):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    args.target = resolve_target(args.target, args.calibration)
     training = ProxyTraining(data=args.data, resolution=args.train_resolution, seed=args.seed,
                              synthetic_train=args.synthetic_train, synthetic_val=args.synthetic_val,
                              batch_size=args.batch_size, lr=args.lr, bn_batches=args.bn_batches, device=args.device)
