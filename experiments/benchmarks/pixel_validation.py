@@ -11,7 +11,7 @@ Per calibration (``mobilenetv3-paper``, the default, and ``readme-2018``):
    --target pixel-cpu``);
 2. the known effects: SE / no-SE ratio against nn-Meter Pixel 1, h-swish per element against a
    residual add (nn-Meter-derived model vs Note10, another phone), kernel 3 < 5 < 7, stride-2
-   priced on its input;
+   priced on its input; the h-swish estimate from parts of nn-Meter's table;
 3. how each source compares with the model (their TFLite builds differ by up to 1.8x);
 4. pricing speed.
 """
@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from nas import zoo
+from nas.errors import NasError
 from nas.latency.keys import LatencyKey, decompose
 from nas.latency.pixel import fit, sources
 from nas.latency.pixel.model import FEATURES, PixelCostModel
@@ -57,6 +58,28 @@ def effects(model: PixelCostModel) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def hswish_by_subset(model: PixelCostModel) -> pd.DataFrame:
+    """The h-swish estimate of the fit (ms per million elements, on the model's scale) from parts of nn-Meter's
+    table: how tightly the Pixel 1 blocks pin it, beside the Note10-derived value the model used before."""
+    blocks = sources.nn_meter_blocks()
+    parts = {"all (the fit)": lambda k: True, "kernel 3": lambda k: k.kernel == 3, "kernel 5": lambda k: k.kernel == 5,
+             "stride 1": lambda k: k.stride == 1, "stride 2": lambda k: k.stride == 2, "no SE": lambda k: not k.se,
+             "input <= 32 px": lambda k: k.hw <= 32, "input >= 56 px": lambda k: k.hw >= 56}
+    rows = []
+    for name, keep in parts.items():
+        chosen = [m for m in blocks if keep(m.key)]
+        try:
+            estimate = fit._hswish_cost(model.vector, chosen)
+        except NasError:  # this part shows no h-swish cost at all
+            estimate = 0.0
+        rows.append({"nn-meter rows": name, "n": len(chosen), "hswish_mem": estimate})
+    note10 = fit._fit_alone(sources.note10_blocks())
+    hswish, add = FEATURES.index("hswish_mem"), FEATURES.index("eltwise_mem")
+    rows.append({"nn-meter rows": "(Note10 h-swish / ADD ratio x this model's ADD cost, the old rule)", "n": 273,
+                 "hswish_mem": model.coefficients["eltwise_mem"] * note10[hswish] / note10[add]})
+    return pd.DataFrame(rows)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/pixel-validation"))
@@ -75,6 +98,8 @@ def main() -> None:
                   f"max {rest['error_pct'].abs().max():.2f} %")
         print("\n== known effects ==")
         print(effects(model).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print("\n== h-swish cost per element from parts of nn-Meter's Pixel 1 table ==")
+        print(hswish_by_subset(model).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print("\n== sources vs model (ratio = source ms / model ms) ==")
         print(fit.source_agreement(model).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         print(f"wrote {args.out / name}/")
