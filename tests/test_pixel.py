@@ -105,7 +105,7 @@ def test_hswish_costs_what_nn_meter_pixel1_blocks_say(models, name):
     """h-swish per element: the joint fit of nn-Meter's Pixel 1 blocks on the calibrated model's scale,
     about a convolution's own activation traffic (Note10's h-swish / ADD ratio priced it twice that)."""
     model = models[name]
-    assert model.coefficients["hswish_mem"] == pytest.approx(fit._hswish_cost(model.vector, sources.nn_meter_blocks()),
+    assert model.coefficients["hswish_mem"] == pytest.approx(fit.hswish_cost(model.vector, sources.nn_meter_blocks()),
                                                              rel=1e-9)
     assert 0.8 < model.coefficients["hswish_mem"] / model.coefficients["act_mem"] < 1.5
     note10 = fit._fit_alone(sources.note10_blocks())

@@ -69,7 +69,7 @@ def hswish_by_subset(model: PixelCostModel) -> pd.DataFrame:
     for name, keep in parts.items():
         chosen = [m for m in blocks if keep(m.key)]
         try:
-            estimate = fit._hswish_cost(model.vector, chosen)
+            estimate = fit.hswish_cost(model.vector, chosen)
         except NasError:  # this part shows no h-swish cost at all
             estimate = 0.0
         rows.append({"nn-meter rows": name, "n": len(chosen), "hswish_mem": estimate})

@@ -102,7 +102,7 @@ def _fit_alone(rows: Sequence[sources.Measurement]) -> np.ndarray:
     return theta
 
 
-def _hswish_cost(theta: np.ndarray, rows: Sequence[sources.Measurement]) -> float:
+def hswish_cost(theta: np.ndarray, rows: Sequence[sources.Measurement]) -> float:
     """h-swish cost per element on the calibrated model's scale, from nn-Meter's Pixel 1 blocks.
 
     Their times are fitted (least absolute relative error) as ``s`` times the model's price of
@@ -183,7 +183,7 @@ def fit(measurements: Sequence[sources.Measurement], rows: pd.DataFrame,
         raise NasError(f"pixel-cpu fit: no rows from source(s) {empty}")
     anchor = _fit_alone(by_source[ANCHOR])
     theta, multipliers = calibrate(anchor, rows, calibration)
-    theta[HSWISH] = _hswish_cost(theta, by_source[RELATIVE_SOURCE])
+    theta[HSWISH] = hswish_cost(theta, by_source[RELATIVE_SOURCE])
     theta[[SE, SE_OP]] = _se_cost(theta, by_source[RELATIVE_SOURCE])
     info = {
         "target": "pixel-cpu",
