@@ -15,7 +15,7 @@ from nas.latency.__main__ import main
 from nas.latency.calibrate import Calibration
 from nas.latency.keys import decompose
 from nas.latency.measure import Protocol, Timing, build_table, key_module, measure_keys, measure_networks
-from nas.latency.predict import get_latency_model
+from nas.latency.predict import default_table_dir, get_latency_model, resolve_target
 from nas.latency.table import LatencyTable
 from nas.model import build_model, fuse_bn
 
@@ -203,24 +203,79 @@ def test_cli_predict_json(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cli_validate_measures_several_sets_in_one_window(tmp_path, capsys, monkeypatch):
-    import nas.latency.__main__ as cli
+def test_validate_measures_several_sets_in_one_window(tmp_path, monkeypatch):
+    from nas.latency import validate
 
-    builds, sweeps = [], []
-    real_build, real_sweep = cli.build_table, cli.measure_networks
-    monkeypatch.setattr(cli, "build_table", lambda keys, *a, **kw: builds.append(len(keys)) or real_build(keys, *a, **kw))
-    monkeypatch.setattr(cli, "measure_networks",
+    builds, sweeps, said = [], [], []
+    real_build, real_sweep = validate.build_table, validate.measure_networks
+    monkeypatch.setattr(validate, "build_table",
+                        lambda keys, *a, **kw: builds.append(len(keys)) or real_build(keys, *a, **kw))
+    monkeypatch.setattr(validate, "measure_networks",
                         lambda specs, *a, **kw: sweeps.append(len(specs)) or real_sweep(specs, *a, **kw))
     table_dir, out = tmp_path / "table", tmp_path / "out"
     table_dir.mkdir()
     Calibration().save(table_dir)  # identity: predictions are the key sums, no calibration run
-    argv = ["validate", "--space", "mnasnet", "mobilenetv3", "--samples", "2", "--resolution", "32",
-            "--table-dir", str(table_dir), "--out", str(out)]
-    frame = cli._validate(cli._parser().parse_args(argv))
+    settings = validate.MeasuredValidation(sets=("mnasnet", "mobilenetv3"), samples=2, resolution=32,
+                                           table_dir=table_dir)
+    frame = validate.validate_measured(settings, out, say=said.append)
     assert len(builds) == 1 and sweeps == [4]  # both sets in one table build and one network sweep
     assert list(frame["set"]) == ["mnasnet"] * 2 + ["mobilenetv3"] * 2
     assert (frame["measured_ms"] > 0).all() and np.allclose(frame["predicted_ms"], frame["key_sum_ms"])
     for space in ("mnasnet", "mobilenetv3"):
         assert len(pd.read_csv(out / f"validate_host-cpu_{space}_32.csv")) == 2
         assert (out / f"validate_host-cpu_{space}_32.png").stat().st_size > 0
-    assert "host-cpu mobilenetv3 (2 archs, 32px)" in capsys.readouterr().out
+    assert any(line.startswith("host-cpu mobilenetv3 (2 archs, 32px)") for line in said)
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"target": "pixel-cpu"}, "not measured here"), ({"sets": ("zoo", "imagenet")}, "unknown set"),
+    ({"samples": 0}, "positive"),
+])
+def test_measured_validation_refuses_bad_settings(settings, message):
+    from nas.latency.validate import MeasuredValidation
+
+    with pytest.raises(NasError, match=message):
+        MeasuredValidation(**settings)
+
+
+def test_calibration_qualifies_the_pixel_target_and_nothing_else():
+    assert resolve_target("pixel-cpu", None) == "pixel-cpu"
+    assert resolve_target("pixel-cpu", "mobilenetv3-paper") == "pixel-cpu"  # the default is the plain name
+    assert resolve_target("pixel-cpu", "readme-2018") == "pixel-cpu:readme-2018"
+    assert resolve_target("host-cpu", None) == "host-cpu"
+    with pytest.raises(NasError, match="pixel-cpu only"):
+        resolve_target("host-cpu", "readme-2018")
+    with pytest.raises(NasError, match="unknown pixel-cpu calibration 'v9'"):
+        resolve_target("pixel-cpu", "v9")
+    with pytest.raises(NasError, match="unknown latency target 'host-cpu:readme-2018'"):
+        get_latency_model("host-cpu:readme-2018")
+
+
+def test_each_pixel_calibration_is_its_own_model():
+    default, readme = get_latency_model("pixel-cpu"), get_latency_model("pixel-cpu:readme-2018")
+    assert readme.target == "pixel-cpu:readme-2018" and "calibration readme-2018" in readme.source
+    a1 = zoo.get("mnasnet_a1")
+    # the MobileNetV3 paper's run is faster than the README's (MnasNet-A1: 71 vs 78 ms published)
+    assert default.predict(a1).ms < 0.95 * readme.predict(a1).ms
+
+
+def test_a_pixel_table_is_refused_under_another_calibration():
+    with pytest.raises(NasError, match="calibration 'readme-2018', not 'mobilenetv3-paper'"):
+        get_latency_model("pixel-cpu", table_dir=default_table_dir("pixel-cpu:readme-2018"))
+
+
+@pytest.mark.parametrize("argv", [["predict", "--target", "host-cpu", "--calibration", "readme-2018", "mnasnet_a1"],
+                                  ["predict", "--target", "pixel-cpu", "--calibration", "v9", "mnasnet_a1"]])
+def test_cli_refuses_a_calibration_it_cannot_use_in_one_line(capsys, argv):
+    from nas.cli import run
+
+    assert run(main, argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "calibration" in err and err.count("\n") == 1
+
+
+def test_cli_predicts_with_the_calibration_asked_for(capsys):
+    assert main(["predict", "--target", "pixel-cpu", "--calibration", "readme-2018", "mnasnet_a1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["target"] == "pixel-cpu:readme-2018"
+    assert data["latency_ms"] == pytest.approx(get_latency_model("pixel-cpu:readme-2018").predict(zoo.get("mnasnet_a1")).ms)

@@ -39,7 +39,7 @@ def test_shipped_configs_load(path, quick):
 
 
 def test_large_and_small_rewards():
-    assert load_config(LARGE).search.reward == "soft" and load_config(LARGE).search.target_ms == 80.0
+    assert load_config(LARGE).search.reward == "soft" and load_config(LARGE).search.target_ms == 72.3
     assert load_config(SMALL).search.reward == "small"
 
 

@@ -1,7 +1,7 @@
 """Benchmark: host-cpu latency prediction vs end-to-end measurement.
 
-Runs ``python -m nas.latency validate`` once on N random architectures of each search space and
-on every zoo network (the zoo includes the calibration networks: in-sample), then prints the
+Runs the validation of ``python -m nas.latency validate`` (:func:`nas.latency.validate.validate_measured`)
+once on N random architectures of each search space and on every zoo network (the zoo includes the calibration networks: in-sample), then prints the
 figures. All sets are measured in one window (one table build, one interleaved network sweep).
 Run it on a quiet machine; the table and calibration are built on demand first.
 
@@ -13,17 +13,16 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Sequence
 
 import pandas as pd
 
 from nas.cli import run
-from nas.latency.__main__ import main as latency_main
 from nas.latency.calibrate import accuracy
+from nas.latency.validate import SETS, MeasuredValidation, validate_measured
 
-SETS = ("mnasnet", "mobilenetv3", "zoo")
 
-
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
@@ -34,18 +33,15 @@ def main() -> None:
                         "folder makes the whole run one measurement window")
     parser.add_argument("--recalibrate", action="store_true",
                         help="refit the calibration on its networks measured alongside each set (validate --recalibrate)")
-    args = parser.parse_args()
-    argv = ["validate", "--target", "host-cpu", "--space", *SETS, "--samples", str(args.samples), "--seed",
-            str(args.seed), "--resolution", str(args.resolution), "--threads", str(args.threads), "--out", str(args.out)]
-    argv += ["--table-dir", str(args.table_dir)] if args.table_dir else []
-    argv += ["--recalibrate"] if args.recalibrate else []
-    if run(latency_main, argv) != 0:
-        raise SystemExit(2)
+    args = parser.parse_args(argv)
+    settings = MeasuredValidation(target="host-cpu", sets=SETS, samples=args.samples, seed=args.seed,
+                                  resolution=args.resolution, threads=args.threads, table_dir=args.table_dir,
+                                  recalibrate=args.recalibrate)
+    frame = validate_measured(settings, args.out)
     rows = []
-    for space in SETS:
-        frame = pd.read_csv(args.out / f"validate_host-cpu_{space}_{args.resolution}.csv")
-        rows.append({"set": space, **accuracy(frame["predicted_ms"], frame["measured_ms"]),
-                     "naive_within": accuracy(frame["key_sum_ms"], frame["measured_ms"])["within"]})
+    for name, part in frame.groupby("set", sort=False):
+        rows.append({"set": name, **accuracy(part["predicted_ms"], part["measured_ms"]),
+                     "naive_within": accuracy(part["key_sum_ms"], part["measured_ms"])["within"]})
     summary = pd.DataFrame(rows).set_index("set")
     summary.to_csv(args.out / "latency_accuracy.csv")
     print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
@@ -53,4 +49,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run(main))

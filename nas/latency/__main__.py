@@ -6,6 +6,8 @@ Examples::
     python -m nas.latency build --target host-cpu --space mnasnet --samples 500
     python -m nas.latency measure mnasnet_a1
     python -m nas.latency validate --target host-cpu --space mnasnet mobilenetv3 zoo --samples 50 --out results/latency
+    python -m nas.latency validate --target pixel-cpu            # every calibration vs its published rows
+    python -m nas.latency predict --target pixel-cpu --calibration readme-2018 mnasnet_a1
 """
 
 from __future__ import annotations
@@ -15,19 +17,16 @@ import json
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
-import pandas as pd
-
 from nas import zoo
 from nas.arch import ArchSpec
 from nas.cli import run
 from nas.errors import NasError
-from nas.latency.calibrate import accuracy, fit_calibration
 from nas.latency.keys import decompose
-from nas.latency.measure import MEASURABLE_TARGETS, Protocol, Timing, build_table, measure_networks
-from nas.latency.predict import TARGETS, LatencyModel, calibration_networks, default_table_dir, get_latency_model
-
-SPACES = ("mnasnet", "mobilenetv3")
+from nas.latency.measure import MEASURABLE_TARGETS, Protocol, build_table, measure_networks
+from nas.latency.options import add_calibration_option
+from nas.latency.pixel import calibrations
+from nas.latency.predict import TARGETS, default_table_dir, get_latency_model, resolve_target, split_target
+from nas.latency.validate import SETS, SPACES, MeasuredValidation, sample_space, validate_measured
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,6 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
     def common(p: argparse.ArgumentParser, targets: Sequence[str]) -> None:
         p.add_argument("--target", choices=targets, default="host-cpu", help="latency target (default host-cpu)")
+        add_calibration_option(p, default_text=f"{calibrations.DEFAULT}; validate: every calibration")
         p.add_argument("--threads", type=_positive, default=1, help="CPU threads for host-cpu (default 1)")
         p.add_argument("--table-dir", type=Path, help="table folder (default latency_tables/<target>)")
         p.add_argument("--force", action="store_true", help="use a table made on another machine/torch version")
@@ -69,14 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     measure = sub.add_parser("measure", help="measure one network end to end (same protocol as the table)")
     measure.add_argument("arch", metavar="NAME_OR_SPEC", help="zoo name, spec string, JSON or spec file")
     measure.add_argument("--target", choices=MEASURABLE_TARGETS, default="host-cpu", help="default host-cpu")
+    add_calibration_option(measure)
     measure.add_argument("--threads", type=_positive, default=1, help="CPU threads (default 1)")
     measure.add_argument("--width", type=float, help="width multiplier (zoo names only)")
     measure.add_argument("--resolution", type=_positive, default=224, help="input size (default 224)")
     measure.add_argument("--json", action="store_true", help="print JSON")
 
-    validate = sub.add_parser("validate", help="predicted vs measured latency of random archs (CSV + PNG)")
+    validate = sub.add_parser("validate", help="predicted vs measured latency of random archs, or (pixel-cpu) vs the "
+                                               "published rows of each calibration's run (CSV + PNG)")
     common(validate, TARGETS)
-    validate.add_argument("--space", choices=(*SPACES, "zoo"), nargs="+", default=["mnasnet"],
+    validate.add_argument("--space", choices=SETS, nargs="+", default=["mnasnet"],
                           help="sample from these spaces, or take every zoo network (default mnasnet); several "
                                "sets are measured in one window: one table build, one interleaved network sweep")
     validate.add_argument("--samples", type=_positive, default=50, help="architectures (default 50)")
@@ -99,17 +101,6 @@ def _positive(text: str) -> int:
     return value
 
 
-def _space(name: str):
-    from search_spaces import get_space
-
-    return get_space(name)
-
-
-def _sample(space_name: str, n: int, seed: int) -> list[ArchSpec]:
-    space, rng = _space(space_name), np.random.default_rng(seed)
-    return [space.sample(rng) for _ in range(n)]
-
-
 def _read_archs(path: Path) -> list[ArchSpec]:
     if not path.is_file():
         raise NasError(f"--archs: no such file {path}")
@@ -130,7 +121,7 @@ def _build(args: argparse.Namespace) -> None:
     table_dir = args.table_dir or default_table_dir(args.target, args.threads)
     specs = []
     if args.space:
-        specs += _sample(args.space, args.samples, args.seed)
+        specs += sample_space(args.space, args.samples, args.seed)
     if args.archs:
         specs += _read_archs(args.archs)
     keys = list(dict.fromkeys(str(k) for spec in specs for k in decompose(spec, args.resolution)))
@@ -174,98 +165,28 @@ def _measure(args: argparse.Namespace) -> None:
               f"wall clock {wall.ms:.3f} ms)")
 
 
-def _validate(args: argparse.Namespace) -> pd.DataFrame:
-    """Predicted vs measured latency per set, every set measured in the same window.
+def _validate(args: argparse.Namespace) -> None:
+    """pixel-cpu: each calibration (or the one named) against its run's published rows; other
+    targets: predicted vs measured, every set in one window (:mod:`nas.latency.validate`)."""
+    base, calibration = split_target(args.target)
+    if base == "pixel-cpu":
+        from nas.latency.pixel.validate import format_validation, validate_published
 
-    On a shared machine the speed of both keys and whole networks drifts by several per cent
-    over minutes; sets measured one after the other would each see another level. So the keys
-    of all sets (and of the calibration networks, with ``--recalibrate``) are built in one table
-    build whose passes spread over all of them, and all networks are timed in one interleaved
-    sweep.
-    """
-    args.out.mkdir(parents=True, exist_ok=True)
-    if args.target == "pixel-cpu":
-        from nas.latency import pixel
-
-        rows = pixel.validate_published(args.out)
-        print(pixel.format_validation(rows))
-        print(f"wrote {args.out}/validation.csv, validation_summary.csv, validation.png")
-        return rows
-    sets: dict[str, tuple[list[str], list[ArchSpec]]] = {}
-    for space in dict.fromkeys(args.space):
-        if space == "zoo":
-            sets[space] = (list(zoo.names()), [zoo.get(name) for name in zoo.names()])
-        else:
-            specs = _sample(space, args.samples, args.seed)
-            sets[space] = ([f"{space}-{args.seed}-{i}" for i in range(len(specs))], specs)
-    calibration = calibration_networks() if args.recalibrate else {}
-    specs = [spec for _, set_specs in sets.values() for spec in set_specs]
-    together = [*specs, *calibration.values()]
-    table_dir = args.table_dir or default_table_dir(args.target, args.threads)
-    protocol = Protocol(threads=args.threads)
-    if args.target in MEASURABLE_TARGETS:
-        build_table([key for spec in together for key in decompose(spec, args.resolution)], table_dir,
-                    target=args.target, protocol=protocol, force=args.force)
-    model = get_latency_model(args.target, table_dir=table_dir, force=args.force, threads=args.threads)
-    order = np.random.default_rng(args.seed).permutation(len(together))  # sets and calibration nets interleaved
-    shuffled = measure_networks([together[i] for i in order], args.resolution, target=args.target, protocol=protocol)
-    timings = [shuffled[j] for j in np.argsort(order)]
-    if calibration:
-        model.calibration = fit_calibration(model.key_sums(list(calibration.values()), args.resolution),
-                                            [t.ms for t in timings[len(specs):]])
-        print(f"recalibrated on {len(calibration)} networks measured alongside: ms = "
-              f"{model.calibration.scale:.4f} * sum + {model.calibration.offset:.3f} (not saved)")
-    frames, start = [], 0
-    for space, (names, set_specs) in sets.items():
-        set_timings = timings[start:start + len(set_specs)]
-        start += len(set_specs)
-        frames.append(_report(model, args, space, names, set_specs, set_timings))
-    return pd.concat(frames, ignore_index=True)
-
-
-def _report(model: LatencyModel, args: argparse.Namespace, space: str, names: list[str], specs: list[ArchSpec],
-            timings: list[Timing]) -> pd.DataFrame:
-    """One set's CSV, PNG and summary lines."""
-    frame = pd.DataFrame({"set": space, "name": names, "predicted_ms": model.predict_many(specs, args.resolution),
-                          "key_sum_ms": model.key_sums(specs, args.resolution),
-                          "measured_ms": [t.ms for t in timings], "spread_ms": [t.spread_ms for t in timings],
-                          "arch": [s.to_string() for s in specs]})
-    frame["rel_error"] = (frame["predicted_ms"] - frame["measured_ms"]) / frame["measured_ms"]
-    stem = args.out / f"validate_{args.target}_{space}_{args.resolution}"
-    frame.to_csv(stem.with_suffix(".csv"), index=False)
-    report = accuracy(frame["predicted_ms"], frame["measured_ms"])
-    _plot(frame, report, stem.with_suffix(".png"), f"{args.target}, {space}, {args.resolution}px")
-    print(f"{args.target} {space} ({len(frame)} archs, {args.resolution}px): "
-          f"mean |err| {report['mean_abs_rel_error']:.1%}, median {report['median_abs_rel_error']:.1%}, "
-          f"max {report['max_abs_rel_error']:.1%}, within ±10 %: {report['within']:.0%}, "
-          f"Spearman {report['spearman']:.3f}")
-    naive = accuracy(frame["key_sum_ms"], frame["measured_ms"])
-    print(f"  (uncalibrated sum of keys: mean |err| {naive['mean_abs_rel_error']:.1%}, "
-          f"within ±10 %: {naive['within']:.0%})")
-    print(f"wrote {stem.with_suffix('.csv')} and {stem.with_suffix('.png')}")
-    return frame
-
-
-def _plot(frame: pd.DataFrame, report: dict, path: Path, title: str) -> None:
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(5, 5))
-    ax = fig.subplots()
-    ax.scatter(frame["measured_ms"], frame["predicted_ms"], s=14)
-    low = 0.9 * min(frame["measured_ms"].min(), frame["predicted_ms"].min())
-    high = 1.1 * max(frame["measured_ms"].max(), frame["predicted_ms"].max())
-    line = np.array([low, high])
-    ax.plot(line, line, "k-", lw=1, label="predicted = measured")
-    ax.fill_between(line, 0.9 * line, 1.1 * line, color="grey", alpha=0.2, label="±10 %")
-    ax.set(xlabel="measured latency (ms)", ylabel="predicted latency (ms)", xlim=(low, high), ylim=(low, high),
-           title=f"{title}\nwithin ±10 %: {report['within']:.0%}, Spearman {report['spearman']:.3f}")
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+        names = None if args.calibration is None else [calibration or calibrations.DEFAULT]
+        for name, (rows, summary, ratio_rows) in validate_published(args.out, names).items():
+            print(f"== pixel-cpu calibration {name} ==")
+            print(format_validation(rows, summary, ratio_rows))
+            print(f"wrote {args.out / name}/validation.csv, validation_summary.csv, ratios.csv, validation.png\n")
+        return
+    settings = MeasuredValidation(target=args.target, sets=tuple(args.space), samples=args.samples, seed=args.seed,
+                                  resolution=args.resolution, threads=args.threads, table_dir=args.table_dir,
+                                  force=args.force, recalibrate=args.recalibrate)
+    validate_measured(settings, args.out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    args.target = resolve_target(args.target, args.calibration)
     {"build": _build, "predict": _predict, "measure": _measure, "validate": _validate}[args.command](args)
     return 0
 

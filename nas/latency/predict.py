@@ -12,6 +12,10 @@
   measurements); keys it lacks are priced by :class:`nas.latency.pixel.PixelCostModel` and
   flagged in :attr:`Prediction.estimated_keys`. Its calibration is the identity unless the
   folder ships a ``calibration.json``: the cost model was fitted to whole networks already.
+  ``pixel-cpu`` is the default calibration (the MobileNetV3 paper's run); another named one is
+  the target ``pixel-cpu:NAME`` (``latency_tables/pixel-cpu/NAME/``), which
+  :func:`resolve_target` builds from ``--target`` and ``--calibration``. The qualified name is
+  what a run records and passes on, so search, NetAdapt and the pipeline need no other knob.
 
 ``predict_many`` is vectorised: a spec's layers map to table rows through a cache keyed by
 (layer, input width, input size), so 10,000 architectures cost dictionary lookups and one
@@ -82,10 +86,39 @@ def calibration_networks() -> dict[str, ArchSpec]:
     return networks
 
 
+def resolve_target(target: str, calibration: str | None = None) -> str:
+    """The latency target a run uses: ``target``, qualified by a pixel-cpu calibration other than
+    the default (``pixel-cpu:readme-2018``). ``calibration`` applies to pixel-cpu only."""
+    from nas.latency.pixel import calibrations
+
+    if calibration is None:
+        return target
+    if target != "pixel-cpu":
+        raise NasError(f"a calibration (--calibration, or calibration: in a config) applies to target pixel-cpu only, "
+                       f"not {target!r}")
+    name = calibrations.get(calibration).name
+    return target if name == calibrations.DEFAULT else f"{target}:{name}"
+
+
+def split_target(target: str) -> tuple[str, str | None]:
+    """``pixel-cpu:NAME`` -> (``pixel-cpu``, NAME); any other target -> (target, None)."""
+    base, _, calibration = target.partition(":")
+    if base not in TARGETS or (calibration and base != "pixel-cpu"):
+        raise NasError(f"unknown latency target {target!r}; known: {', '.join(TARGETS)} (pixel-cpu also as "
+                       f"pixel-cpu:CALIBRATION)")
+    return base, calibration or None
+
+
 def default_table_dir(target: str, threads: int = 1) -> Path:
-    """``latency_tables/<target>``; a host-cpu table for N > 1 threads gets its own ``host-cpu-Nt``."""
-    if target == "host-cpu" and threads != 1:
+    """``latency_tables/<target>``; a host-cpu table for N > 1 threads gets its own ``host-cpu-Nt``;
+    a pixel-cpu calibration its folder under ``pixel-cpu/``."""
+    base, calibration = split_target(target)
+    if base == "host-cpu" and threads != 1:
         return TABLES_ROOT / f"host-cpu-{threads}t"
+    if base == "pixel-cpu":
+        from nas.latency.pixel import calibrations
+
+        return TABLES_ROOT / base / calibrations.get(calibration).folder
     return TABLES_ROOT / target
 
 
@@ -114,7 +147,8 @@ class LatencyModel:
         meta = self.table.meta
         where = f"{meta.kind} table {self.table_dir} ({meta.device}"
         where += f", torch {meta.torch_version}" if meta.torch_version else ""
-        where += f", {meta.threads} thread(s))" if meta.threads else ")"
+        where += f", {meta.threads} thread(s)" if meta.threads else ""
+        where += f", calibration {meta.protocol['calibration']})" if "calibration" in meta.protocol else ")"
         cal = self.calibration
         calibrated = "" if cal is None or cal == Calibration() else f", calibrated {cal.scale:.4g} * sum + {cal.offset:.4g} ms"
         estimated = " + PixelCostModel for keys it lacks" if self._estimator else ""
@@ -238,15 +272,15 @@ class LatencyModel:
 
 def get_latency_model(target: str, *, table_dir: Path | None = None, measure_missing: bool = True,
                       force: bool = False, threads: int = 1) -> LatencyModel:
-    """The latency model of ``target`` ("host-cpu" | "cuda" | "pixel-cpu"); see the module docstring.
+    """The latency model of ``target`` ("host-cpu" | "cuda" | "pixel-cpu" | "pixel-cpu:CALIBRATION");
+    see the module docstring.
 
     ``threads`` (host-cpu) selects the measurement thread count and, by default, its own table folder.
     """
-    if target not in TARGETS:
-        raise NasError(f"unknown latency target {target!r}; known: {', '.join(TARGETS)}")
+    base, calibration = split_target(target)
     table_dir = Path(table_dir) if table_dir is not None else default_table_dir(target, threads)
-    if target == "pixel-cpu":
-        return _pixel_model(table_dir)
+    if base == "pixel-cpu":
+        return _pixel_model(target, table_dir, calibration)
     protocol = Protocol(threads=threads)
     can_measure = measure_missing and (target != "cuda" or _cuda_available())
     if not can_measure and not (table_dir / "meta.json").exists():
@@ -273,22 +307,28 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _pixel_model(table_dir: Path) -> LatencyModel:
+def _pixel_model(target: str, table_dir: Path, calibration: str | None) -> LatencyModel:
+    from nas.latency.pixel import calibrations
+
+    name = calibrations.get(calibration).name
     table = LatencyTable.load(table_dir)
     if table.meta.target != "pixel-cpu":
         raise NasError(f"latency table {table_dir} is for target {table.meta.target!r}, not 'pixel-cpu'")
+    recorded = table.meta.protocol.get("calibration")
+    if recorded != name:
+        raise NasError(f"latency table {table_dir} is of pixel-cpu calibration {recorded!r}, not {name!r}")
     cost_model = None
 
     def estimate(key: LatencyKey) -> float:
         nonlocal cost_model
         if cost_model is None:
-            from nas.latency.pixel import PixelCostModel
+            from nas.latency.pixel.model import COEFFICIENTS_FILE, PixelCostModel
 
-            cost_model = PixelCostModel.load()
+            cost_model = PixelCostModel.load(table_dir / COEFFICIENTS_FILE, calibration=name)
         return cost_model.price(key)
 
-    return LatencyModel("pixel-cpu", table, table_dir, Calibration.load(table_dir) or Calibration(), estimator=estimate)
+    return LatencyModel(target, table, table_dir, Calibration.load(table_dir) or Calibration(), estimator=estimate)
 
 
 __all__ = ["CALIBRATION_NETWORKS", "TARGETS", "LatencyModel", "Prediction", "calibration_networks",
-           "default_table_dir", "get_latency_model", "MEASURABLE_TARGETS"]
+           "default_table_dir", "get_latency_model", "resolve_target", "split_target", "MEASURABLE_TARGETS"]

@@ -16,6 +16,8 @@ from nas.arch import ArchSpec
 from nas.cli import add_options, run
 from nas.cluster import probe
 from nas.errors import NasError
+from nas.latency.options import add_calibration_option
+from nas.latency.predict import resolve_target
 from nas.netadapt.loop import LatencyTarget, Settings, netadapt
 from nas.rundir import read_checkpoint
 from nas.train.device import check_device, default_device
@@ -46,6 +48,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, LatencyT
                         help="trained seed weights: a state dict, or a dict holding one under 'state_dict' "
                              "(default: train the seed for --pretrain-steps)")
     parser.add_argument("--target", choices=TARGETS, default="pixel-cpu", help="latency model (default: pixel-cpu)")
+    add_calibration_option(parser)
     parser.add_argument("--resolution", type=int, default=224, metavar="PX",
                         help="input size the latency is predicted at (default: 224)")
     target = add_options(parser.add_mutually_exclusive_group(required=True), LatencyTarget,
@@ -92,6 +95,7 @@ def latency_function(target: str, resolution: int):
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, target, settings, training = parse_args(argv)
+    args.target = resolve_target(args.target, args.calibration)
     seed = zoo.resolve(args.arch, num_classes=open_data(training).num_classes)
     state = read_weights(args.checkpoint, seed) if args.checkpoint else None
     if args.workers < 1:

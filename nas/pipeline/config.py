@@ -14,6 +14,7 @@ from typing import Any, TypeVar, get_type_hints
 import yaml
 
 from nas.errors import NasError
+from nas.latency.predict import resolve_target
 from nas.netadapt.loop import Settings
 from nas.search.evaluate import ProxySettings
 from nas.train.device import default_device
@@ -181,8 +182,10 @@ def with_shared(config: PipelineConfig, settings: T, **execution: Any) -> T:
 
 
 def parse_config(data: dict, *, quick: bool = False, source: str = "config") -> PipelineConfig:
-    """The config from a parsed YAML mapping; ``quick`` merges its ``quick`` section over the rest."""
+    """The config from a parsed YAML mapping; ``quick`` merges its ``quick`` section over the rest.
+    A ``calibration:`` key (pixel-cpu) is folded into ``target`` (``pixel-cpu:readme-2018``)."""
     data = dict(data)
+    data["target"] = resolve_target(data.get("target", "pixel-cpu"), data.pop("calibration", None))
     shrink = data.pop("quick", {}) or {}
     if not isinstance(shrink, dict):
         raise NasError(f"{source}: 'quick' must be a mapping")

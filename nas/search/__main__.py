@@ -12,6 +12,8 @@ from typing import Sequence
 from nas.cli import run
 from nas.cluster import probe
 from nas.errors import NasError
+from nas.latency.options import add_calibration_option
+from nas.latency.predict import resolve_target
 from nas.search.controllers import CONTROLLERS, PPOSettings
 from nas.search.evaluate import ProxySettings
 from nas.search.objectives import MODES, PRESETS, Objective
@@ -46,9 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     g = p.add_argument_group("what to search")
     g.add_argument("--target", default="pixel-cpu", help=f"latency target: {' | '.join(TARGETS)} (default pixel-cpu)")
+    add_calibration_option(g)
     g.add_argument("--space", default="mnasnet", help=f"search space: {' | '.join(SPACES)} (default mnasnet)")
     g.add_argument("--latency-target", type=float, metavar="MS",
-                   help=f"T in the reward, in ms (default: {DEFAULT_T_NETWORK}'s predicted latency on the target)")
+                   help=f"T in the reward, in ms (default: {DEFAULT_T_NETWORK}'s predicted latency on the target "
+                        "and calibration)")
     g.add_argument("--objective", help=f"{' | '.join(MODES)}: MnasNet's scalar reward, or accuracy and latency "
                                        "as two objectives (default: pareto for nsga2, reward otherwise)")
     g.add_argument("--reward", default="soft", help=f"reward preset: {' | '.join(PRESETS)} "
@@ -120,6 +124,7 @@ def _objective(args: argparse.Namespace, latency_model) -> Objective:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     _choose(args.target, TARGETS, "target")
+    args.target = resolve_target(args.target, args.calibration)
     _choose(args.space, SPACES, "search space")
     _choose(args.controller, CONTROLLERS, "controller")
     check_device(args.device, here=args.ray_address is None)

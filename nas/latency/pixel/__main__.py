@@ -2,8 +2,11 @@
 
     python -m nas.latency.pixel fit          # sources -> latency_tables/pixel-cpu/coefficients.json
     python -m nas.latency.pixel table        # coefficients -> table.csv + meta.json
-    python -m nas.latency.pixel validate     # published rows -> validation CSV + PNG, summary printed
+    python -m nas.latency.pixel validate     # published rows -> validation CSV + PNG per calibration
     python -m nas.latency.pixel sources      # how each source compares with the model
+
+Each command takes ``--calibration NAME`` (default: mobilenetv3-paper; readme-2018 lives in
+latency_tables/pixel-cpu/readme-2018/); ``validate`` without it checks every calibration.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from typing import Sequence
 import pandas as pd
 
 from nas.cli import run
-from nas.latency.pixel import fit, materialize, sources
-from nas.latency.pixel.model import COEFFICIENTS_FILE, TABLE_DIR, PixelCostModel
+from nas.errors import NasError
+from nas.latency.options import add_calibration_option
+from nas.latency.pixel import calibrations, fit, materialize, sources
+from nas.latency.pixel.model import COEFFICIENTS_FILE, PixelCostModel, calibration_dir
 from nas.latency.pixel.validate import format_validation, validate_published
 
 
@@ -26,14 +31,19 @@ def _parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("fit", help="refit the coefficients from the copied sources")
+    add_calibration_option(p)
     p.add_argument("--sources", type=Path, default=sources.SOURCES_DIR, help="source folder (default: shipped)")
-    p.add_argument("--out", type=Path, default=TABLE_DIR / COEFFICIENTS_FILE, help="coefficients JSON to write")
+    p.add_argument("--out", type=Path, help="coefficients JSON to write (default: the calibration's shipped file)")
     p = commands.add_parser("table", help="rebuild table.csv + meta.json from the coefficients")
-    p.add_argument("--dir", type=Path, default=TABLE_DIR, help="table folder (default: latency_tables/pixel-cpu)")
+    add_calibration_option(p)
+    p.add_argument("--dir", type=Path, help="table folder (default: the calibration's, under latency_tables/pixel-cpu)")
     p.add_argument("--samples", type=int, default=materialize.SPACE_SAMPLES, help="architectures sampled per space")
-    p = commands.add_parser("validate", help="compare with the published whole-network latencies")
-    p.add_argument("--out", type=Path, default=Path("runs/pixel-validation"), help="folder for CSV + PNG")
-    commands.add_parser("sources", help="each source's ratio to the model and rank agreement")
+    p = commands.add_parser("validate", help="compare with the published whole-network latencies of each run")
+    add_calibration_option(p, default_text="every calibration")
+    p.add_argument("--out", type=Path, default=Path("runs/pixel-validation"),
+                   help="folder for CSV + PNG (one subfolder per calibration)")
+    p = commands.add_parser("sources", help="each source's ratio to the model and rank agreement")
+    add_calibration_option(p)
     return parser
 
 
@@ -41,25 +51,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     pd.set_option("display.width", 160)
     if args.command == "fit":
-        model = fit.fit_from_sources(args.sources)
+        model = fit.fit_from_sources(args.sources, args.calibration)
         model.info["date"] = fit.timestamp()
-        model.save(args.out)
+        out = args.out or calibration_dir(args.calibration) / COEFFICIENTS_FILE
+        out.parent.mkdir(parents=True, exist_ok=True)
+        model.save(out)
         print(pd.Series(model.coefficients).to_string(float_format="%.5f"))
-        print(f"wrote {args.out}")
+        print(f"wrote {out} ({model.calibration})")
     elif args.command == "table":
         if args.samples < 0:
-            raise fit.NasError("--samples must be >= 0")
-        model = PixelCostModel.load(args.dir / COEFFICIENTS_FILE)
+            raise NasError("--samples must be >= 0")
+        directory = args.dir or calibration_dir(args.calibration)
+        model = PixelCostModel.load(directory / COEFFICIENTS_FILE, calibration=calibrations.get(args.calibration).name)
         measured = sources.proxyless_blocks() + sources.nn_meter_blocks()
         keys = materialize.table_keys(args.samples)
-        table = materialize.write(model, args.dir, measured, keys, date=fit.timestamp())
+        table = materialize.write(model, directory, measured, keys, date=fit.timestamp())
         counts = table.frame["provenance"].value_counts().to_dict()
-        print(f"wrote {args.dir / 'table.csv'}: {len(table)} keys {counts}")
+        print(f"wrote {directory / 'table.csv'}: {len(table)} keys {counts}")
     elif args.command == "validate":
-        print(format_validation(validate_published(args.out)))
-        print(f"wrote {args.out}/")
+        names = None if args.calibration is None else [args.calibration]
+        for name, (rows, summary, ratio_rows) in validate_published(args.out, names).items():
+            print(f"== pixel-cpu calibration {name} ==")
+            print(format_validation(rows, summary, ratio_rows))
+            print(f"wrote {args.out / name}/\n")
     else:
-        print(fit.source_agreement(PixelCostModel.load()).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        model = PixelCostModel.load(calibration=args.calibration)
+        print(fit.source_agreement(model).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0
 
 

@@ -4,19 +4,23 @@ Four steps, each using only what it may (:func:`fit`):
 
 1. **Anchor.** The ProxylessNAS ``mobile_trim.yaml`` blocks (Pixel 1; ReLU6, no SE) fix every
    coefficient they exercise: relative-error non-negative least squares.
-2. **Calibration on the MobileNetV2 whole-network rows only.** A network is not the sum of
-   blocks timed one at a time (warm caches, another TFLite build): the compute and the
-   activation-traffic coefficients each get one multiplier, the weight-traffic and per-op
-   costs are refitted. The fit minimises the *absolute* relative error (:func:`lad_nnls`), not
-   its square: a few published rows break the smooth width trend (width 0.75 at 96 and 128 px
-   runs 10-15 % slower than widths 0.5 and 1.0 suggest), and least squares bends the whole
-   model towards them. :func:`calibrate` refuses any other rows, so MnasNet-A1 and
-   ProxylessNAS-Mobile stay held out.
-3. **h-swish**, relative: nn-Meter cannot separate it (every one of its blocks uses it, so
-   its cost folds into that table's scale), so its cost per element *relative to a residual
-   add* comes from the Note10 table, the one source timing ReLU and h-swish blocks with one
-   build. (Checked against the published MobileNetV3 / -minimalistic ratio in
-   ``experiments/benchmarks/pixel_validation.py``.)
+2. **Calibration on the rows of one benchmark run** (a named
+   :class:`~nas.latency.pixel.calibrations.CalibrationSet`). A network is not the sum of blocks
+   timed one at a time (warm caches, another TFLite build): the compute and the
+   activation-traffic coefficients each get one multiplier; where the run has enough rows
+   (``readme-2018``: 22 MobileNetV2 rows) the weight-traffic and per-op costs are refitted too,
+   where it has three (``mobilenetv3-paper``) they keep the anchor's (zero). The fit minimises
+   the *absolute* relative error (:func:`lad_nnls`), not its square: a few README rows break the
+   smooth width trend (width 0.75 at 96 and 128 px runs 10-15 % slower than widths 0.5 and 1.0
+   suggest), and least squares bends the whole model towards them. :func:`calibrate` refuses
+   rows of networks the calibration holds out.
+3. **h-swish**, from nn-Meter's Pixel 1 blocks (every one of them uses h-swish, SE on or off):
+   one least-absolute-error fit of their times as ``s x (the calibrated model's price of the
+   block without h-swish and SE) + h-swish traffic + SE traffic + SE blocks``; the h-swish cost
+   per element on the model's scale is its coefficient over ``s``. (Before, it was the Note10
+   h-swish / residual-add cost ratio, from another phone, whose OFA layout puts h-swish only in
+   the late low-resolution stages: it priced h-swish 2x what the Pixel 1 blocks show and
+   MobileNetV3 / -minimalistic at 1.187 and 1.365 against the published 1.161 and 1.295.)
 4. **SE**, relative: per-element and per-block SE costs that reproduce the nn-Meter Pixel 1
    SE / no-SE ratios of otherwise identical blocks on the calibrated model.
 
@@ -38,17 +42,15 @@ import pandas as pd
 from nas import zoo
 from nas.errors import NasError
 from nas.latency.keys import LatencyKey, decompose
-from nas.latency.pixel import sources
+from nas.latency.pixel import calibrations, sources
+from nas.latency.pixel.calibrations import CalibrationSet
 from nas.latency.pixel.model import FEATURES, GROUPS, PixelCostModel, feature_matrix
 
 ANCHOR = "proxylessnas"
-HSWISH_SOURCE = "note10"
-SE_SOURCE = "nn-meter"
+RELATIVE_SOURCE = "nn-meter"  # h-swish and SE, both on the calibrated model's scale
 HSWISH = FEATURES.index("hswish_mem")
-ELTWISE = FEATURES.index("eltwise_mem")
 SE = FEATURES.index("se_mem")
 SE_OP = FEATURES.index("se_op")
-CALIBRATION_MODEL = "mobilenet_v2"
 
 
 def nnls(a: np.ndarray, b: np.ndarray, tol: float = 1e-12) -> np.ndarray:
@@ -100,17 +102,21 @@ def _fit_alone(rows: Sequence[sources.Measurement]) -> np.ndarray:
     return theta
 
 
-def _hswish_cost(theta: np.ndarray, rows: Sequence[sources.Measurement]) -> float:
-    """Anchor-scale h-swish cost per element: the Note10 ratio of h-swish to residual-add cost.
+def hswish_cost(theta: np.ndarray, rows: Sequence[sources.Measurement]) -> float:
+    """h-swish cost per element on the calibrated model's scale, from nn-Meter's Pixel 1 blocks.
 
-    Coefficients do not transfer between devices and builds, but the ratio of two elementwise
-    kernels (HARD_SWISH and ADD, both bound by memory traffic) does far better than, say,
-    h-swish's share of a block, which also depends on how fast the device's convolutions are.
+    Their times are fitted (least absolute relative error) as ``s`` times the model's price of
+    the block with h-swish and SE left out, plus free h-swish-traffic, SE-traffic and SE-block
+    costs; ``h / s`` puts h-swish on the model's scale whatever nn-Meter's build speed.
     """
-    relative = _fit_alone(rows)
-    if relative[HSWISH] <= 0 or relative[ELTWISE] <= 0:
-        raise NasError(f"pixel-cpu fit: {HSWISH_SOURCE} rows do not show both an h-swish and an add cost")
-    return float(theta[ELTWISE] * relative[HSWISH] / relative[ELTWISE])
+    relative = [HSWISH, SE, SE_OP]
+    x, y = feature_matrix(m.key for m in rows), np.array([m.ms for m in rows])
+    rest = theta.copy()
+    rest[relative] = 0.0
+    solution = lad_nnls(np.column_stack([x @ rest, x[:, relative]]) / y[:, None], np.ones(len(y)))
+    if solution[0] <= 0 or solution[1] <= 0:
+        raise NasError(f"pixel-cpu fit: {RELATIVE_SOURCE} rows do not show both a block scale and an h-swish cost")
+    return float(solution[1] / solution[0])
 
 
 def _se_cost(theta: np.ndarray, rows: Sequence[sources.Measurement]) -> np.ndarray:
@@ -123,7 +129,7 @@ def _se_cost(theta: np.ndarray, rows: Sequence[sources.Measurement]) -> np.ndarr
     pairs = [(key, replace(key, se=0, se_hard=False)) for key in measured if key.se]
     pairs = [(with_se, plain) for with_se, plain in pairs if plain in measured]
     if not pairs:
-        raise NasError(f"pixel-cpu fit: {SE_SOURCE} has no SE / no-SE block pairs")
+        raise NasError(f"pixel-cpu fit: {RELATIVE_SOURCE} has no SE / no-SE block pairs")
     x = feature_matrix(with_se for with_se, _ in pairs)
     plain = feature_matrix(p for _, p in pairs) @ theta
     ratio = np.array([measured[a] / measured[b] for a, b in pairs])
@@ -140,65 +146,70 @@ def network_keys(model: str, width: float, resolution: int) -> list[LatencyKey]:
     return decompose(zoo.get(model, width=width), resolution)
 
 
-def calibrate(theta: np.ndarray, calibration: pd.DataFrame) -> tuple[np.ndarray, dict[str, float]]:
-    """Refit the block model's scale on whole networks (step 2); only MobileNetV2 rows are accepted."""
-    other = sorted(set(calibration["model"]) - {CALIBRATION_MODEL})
+def calibrate(theta: np.ndarray, rows: pd.DataFrame,
+              calibration: CalibrationSet) -> tuple[np.ndarray, dict[str, float]]:
+    """Refit the block model's scale on one run's whole networks (step 2); held-out rows are refused."""
+    other = sorted(set(rows["model"]) - set(calibration.calibrate_on))
     if other:
-        raise NasError(f"pixel-cpu calibration takes {CALIBRATION_MODEL} rows only; got {other} (held out)")
-    if calibration.empty:
-        raise NasError("pixel-cpu calibration: no rows")
+        raise NasError(f"pixel-cpu calibration {calibration.name!r} takes {list(calibration.calibrate_on)} rows only; "
+                       f"got {other} (held out)")
+    if rows.empty:
+        raise NasError(f"pixel-cpu calibration {calibration.name!r}: no rows")
     x = np.vstack([feature_matrix(network_keys(r.model, r.width_mult, int(r.resolution))).sum(axis=0)
-                   for r in calibration.itertuples()])
-    y = calibration["pixel1_ms"].to_numpy(dtype=float)
-    # Compute and activation traffic keep their fitted shape and get one multiplier each;
-    # weight traffic and the per-op cost are refitted outright (isolated-block timings
-    # carry per-invoke overheads that a whole network does not pay).
-    scaled_groups = ("compute", "memory")
-    columns = [x[:, _group(name)] @ theta[_group(name)] for name in scaled_groups]
-    columns += [x[:, _group("weights")].sum(axis=1), x[:, _group("fixed")].sum(axis=1)]
+                   for r in rows.itertuples()])
+    y = rows["pixel1_ms"].to_numpy(dtype=float)
+    # Scaled groups keep their fitted shape and get one multiplier each; refitted groups (weight
+    # traffic, per-op cost) are fitted outright: isolated-block timings carry per-invoke overheads
+    # that a whole network does not pay.
+    columns = [x[:, _group(name)] @ theta[_group(name)] for name in calibration.scaled]
+    columns += [x[:, _group(name)].sum(axis=1) for name in calibration.refit]
     solution = lad_nnls(np.column_stack(columns) / y[:, None], np.ones(len(y)))
     scaled = theta.copy()
-    for i, name in enumerate(scaled_groups):
+    for i, name in enumerate(calibration.scaled):
         scaled[_group(name)] *= solution[i]
-    scaled[_group("weights")] = solution[-2]
-    scaled[_group("fixed")] = solution[-1]
-    names = tuple(f"{name}_multiplier" for name in scaled_groups) + ("weight_ms_per_m", "op_ms")
+    for i, name in enumerate(calibration.refit, start=len(calibration.scaled)):
+        scaled[_group(name)] = solution[i]
+    names = [f"{name}_multiplier" for name in calibration.scaled]
+    names += [{"weights": "weight_ms_per_m", "fixed": "op_ms"}[name] for name in calibration.refit]
     return scaled, dict(zip(names, map(float, solution)))
 
 
-def fit(measurements: Sequence[sources.Measurement], calibration: pd.DataFrame) -> PixelCostModel:
-    """The whole fit (see the module docstring); ``calibration`` must hold MobileNetV2 rows only."""
-    by_source = {name: [m for m in measurements if m.source == name] for name in (ANCHOR, HSWISH_SOURCE, SE_SOURCE)}
-    empty = [name for name, rows in by_source.items() if not rows]
+def fit(measurements: Sequence[sources.Measurement], rows: pd.DataFrame,
+        calibration: CalibrationSet) -> PixelCostModel:
+    """The whole fit (see the module docstring); ``rows`` are ``calibration``'s own rows only."""
+    by_source = {name: [m for m in measurements if m.source == name] for name in (ANCHOR, RELATIVE_SOURCE)}
+    empty = [name for name, found in by_source.items() if not found]
     if empty:
         raise NasError(f"pixel-cpu fit: no rows from source(s) {empty}")
     anchor = _fit_alone(by_source[ANCHOR])
-    theta, multipliers = calibrate(anchor, calibration)
-    theta[HSWISH] = _hswish_cost(theta, by_source[HSWISH_SOURCE])
-    theta[[SE, SE_OP]] = _se_cost(theta, by_source[SE_SOURCE])
+    theta, multipliers = calibrate(anchor, rows, calibration)
+    theta[HSWISH] = hswish_cost(theta, by_source[RELATIVE_SOURCE])
+    theta[[SE, SE_OP]] = _se_cost(theta, by_source[RELATIVE_SOURCE])
     info = {
         "target": "pixel-cpu",
         "anchor": ANCHOR,
-        "calibration": {"rows": f"{CALIBRATION_MODEL} rows of {sources.PUBLISHED}", "n": int(len(calibration)),
-                        **multipliers},
-        "relative_effects": {"hswish": f"cost per element relative to a residual add, from {HSWISH_SOURCE}",
-                             "se": f"SE / no-SE block ratios in {SE_SOURCE} (Pixel 1)"},
-        "block_rows": {name: len(rows) for name, rows in by_source.items()},
+        "calibration": {"name": calibration.name, "description": calibration.description,
+                        "rows": f"{', '.join(calibration.calibrate_on)} rows of {calibration.source}",
+                        "n": int(len(rows)), **multipliers},
+        "relative_effects": {"hswish": f"{RELATIVE_SOURCE} (Pixel 1) block times: h-swish traffic over the block "
+                                       "scale, one least-absolute-error fit",
+                             "se": f"SE / no-SE block ratios in {RELATIVE_SOURCE} (Pixel 1)"},
+        "block_rows": {name: len(found) for name, found in by_source.items()},
         "units": "ms per million multiply-adds (*_mac) or elements (*_mem); ms per TFLite op (op)",
     }
     return PixelCostModel({name: float(v) for name, v in zip(FEATURES, theta)}, info)
 
 
-def calibration_rows(table: pd.DataFrame) -> pd.DataFrame:
-    """The published rows the fit may see: MobileNetV2 only."""
-    return table[table["model"] == CALIBRATION_MODEL].reset_index(drop=True)
+def calibration_rows(table: pd.DataFrame, calibration: CalibrationSet) -> pd.DataFrame:
+    """The rows of one run that the calibration may see; the rest stay held out."""
+    return table[table["model"].isin(calibration.calibrate_on)].reset_index(drop=True)
 
 
-def fit_from_sources(directory: Path = sources.SOURCES_DIR) -> PixelCostModel:
-    """Reproduce the shipped coefficients from the copied source files."""
-    measurements = (sources.proxyless_blocks(directory) + sources.note10_blocks(directory)
-                    + sources.nn_meter_blocks(directory))
-    return fit(measurements, calibration_rows(sources.published(directory)))
+def fit_from_sources(directory: Path = sources.SOURCES_DIR, calibration: str | None = None) -> PixelCostModel:
+    """Reproduce one calibration's shipped coefficients from the copied source files."""
+    chosen = calibrations.get(calibration)
+    measurements = sources.proxyless_blocks(directory) + sources.nn_meter_blocks(directory)
+    return fit(measurements, calibration_rows(sources.published(directory, chosen.source), chosen), chosen)
 
 
 def source_agreement(model: PixelCostModel, directory: Path = sources.SOURCES_DIR) -> pd.DataFrame:
@@ -206,7 +217,8 @@ def source_agreement(model: PixelCostModel, directory: Path = sources.SOURCES_DI
     rows = []
     for name, measured in [("proxylessnas", sources.proxyless_blocks(directory)),
                            ("nn-meter", sources.nn_meter_blocks(directory)),
-                           ("single-path-nas", sources.single_path_blocks(directory))]:
+                           ("single-path-nas", sources.single_path_blocks(directory)),
+                           ("note10 (another phone)", sources.note10_blocks(directory))]:
         predicted = model.price_many(m.key for m in measured)
         y = np.array([m.ms for m in measured])
         ratio = y / predicted

@@ -28,7 +28,7 @@ from nas import zoo
 from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.latency.keys import LatencyKey, decompose
-from nas.latency.pixel import sources
+from nas.latency.pixel import calibrations, sources
 from nas.latency.pixel.model import PixelCostModel
 from nas.latency.table import LatencyTable, TableMeta
 
@@ -36,11 +36,9 @@ WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 RESOLUTIONS = (96, 128, 160, 192, 224, 256)
 SPACE_SAMPLES = 1500
 DEVICE = "Google Pixel 1 CPU (TFLite float32, batch 1, one big core), fitted to public measurements"
-SOURCE_NAMES = (
+BLOCK_SOURCES = (
     "ProxylessNAS mobile_trim.yaml (han-cai/files a7c9bcd; Pixel 1 MBConv blocks) - anchor",
-    "nn-Meter pixel1_lut_ln_v3.json (microsoft/nn-Meter 9c31e19, MIT; SE / no-SE ratios)",
-    "Once-for-all Note10 lookup tables 160/192/224 (mit-han-lab/once-for-all 698a5c1, Apache-2.0; h-swish share)",
-    "MobileNetV2 rows of tensorflow/models slim/nets/mobilenet README (whole-network calibration)",
+    "nn-Meter pixel1_lut_ln_v3.json (microsoft/nn-Meter 9c31e19, MIT; h-swish cost, SE / no-SE ratios)",
 )
 
 
@@ -104,9 +102,14 @@ def build_table(model: PixelCostModel, measurements: Sequence[sources.Measuremen
     frame = pd.concat([measured[list(fitted.columns)], fitted], ignore_index=True).sort_values("key")
     if not np.isfinite(frame["ms"]).all():
         raise NasError("pixel-cpu table: a key priced to a non-finite latency")
+    if model.calibration is None:
+        raise NasError("pixel-cpu table: the coefficients record no calibration; refit them")
+    calibration = calibrations.get(model.calibration)
     meta = TableMeta(target="pixel-cpu", device=DEVICE, kind="fitted", torch_version=None, threads=None,
-                     date=date, sources=SOURCE_NAMES,
-                     protocol={"model": "nas.latency.pixel (coefficients.json); python -m nas.latency.pixel fit",
+                     date=date, sources=(*BLOCK_SOURCES, f"{calibration.source}: {calibration.description}"),
+                     protocol={"calibration": calibration.name,
+                               "model": f"nas.latency.pixel (coefficients.json); python -m nas.latency.pixel fit "
+                                        f"--calibration {calibration.name}",
                                "ms": "calibrated model price for every row (whole-network scale)",
                                "measured_rows": "a Pixel 1 source timed this exact key; n = its samples; spread_ms = "
                                                 "|ms - timing x source factor|",

@@ -13,8 +13,20 @@ squeeze-excite ops, a residual ADD. Each primitive costs
 
 A fully connected layer is priced by its weights (its MACs equal them). A stride-2 block
 is priced on its input size: its expansion runs at the input resolution and only the
-depthwise output is smaller. Coefficients are fitted by :mod:`nas.latency.pixel.fit` and
-shipped in ``latency_tables/pixel-cpu/coefficients.json``; this module only prices.
+depthwise output is smaller.
+
+h-swish is priced per element read and written, like any other streaming kernel, at the rate
+nn-Meter's Pixel 1 blocks show for it on this model's scale (about the cost of a convolution's
+own activation traffic). It used to be priced at the Note10 phone's h-swish / ADD ratio, which
+made it about twice as dear, over-priced the SE twins derived from it, and put MobileNetV3 /
+-minimalistic at 1.187 (Large) and 1.365 (Small) where the paper's run measured 1.161 and 1.295;
+see :mod:`nas.latency.pixel.fit` and ``latency_tables/README.md``.
+
+Coefficients are fitted by :mod:`nas.latency.pixel.fit`, one set per named calibration
+(:mod:`nas.latency.pixel.calibrations`): ``latency_tables/pixel-cpu/coefficients.json`` for the
+default, ``latency_tables/pixel-cpu/<name>/coefficients.json`` for the others. Each file
+records its calibration's name, and :meth:`PixelCostModel.load` refuses a file under another
+name. This module only prices.
 """
 
 from __future__ import annotations
@@ -28,9 +40,15 @@ import numpy as np
 
 from nas.errors import NasError
 from nas.latency.keys import LatencyKey
+from nas.latency.pixel import calibrations
 
 TABLE_DIR = Path(__file__).resolve().parents[3] / "latency_tables" / "pixel-cpu"
 COEFFICIENTS_FILE = "coefficients.json"
+
+
+def calibration_dir(calibration: str | None = None) -> Path:
+    """The folder of one calibration's coefficients, table and meta (None: the default's)."""
+    return TABLE_DIR / calibrations.get(calibration).folder
 
 # One coefficient per feature; the feature is in millions (MACs, elements) or a count (ops).
 # GROUPS are what the whole-network calibration scales or refits; h-swish and SE are set
@@ -172,10 +190,21 @@ class PixelCostModel:
         parts = features(key) * self.vector
         return {name: float(v) for name, v in zip(FEATURES, parts) if v}
 
+    @property
+    def calibration(self) -> str | None:
+        """The name of the calibration these coefficients belong to (as recorded in the file)."""
+        recorded = self.info.get("calibration")
+        return recorded.get("name") if isinstance(recorded, dict) else None
+
     @classmethod
-    def load(cls, path: Path | None = None) -> PixelCostModel:
-        """Read the shipped (or a given) ``coefficients.json``."""
-        path = TABLE_DIR / COEFFICIENTS_FILE if path is None else Path(path)
+    def load(cls, path: Path | None = None, *, calibration: str | None = None) -> PixelCostModel:
+        """Read a calibration's shipped (or a given) ``coefficients.json``.
+
+        The file must record the calibration asked for: ``calibration`` if given, the default
+        when neither a path nor a name is given; a given path without a name takes what it records.
+        """
+        expected = calibrations.get(calibration).name if calibration or path is None else None
+        path = calibration_dir(calibration) / COEFFICIENTS_FILE if path is None else Path(path)
         try:
             data = json.loads(path.read_text())
         except OSError as err:
@@ -184,8 +213,13 @@ class PixelCostModel:
             raise NasError(f"corrupt pixel-cpu coefficients {path}: {err}") from None
         if not isinstance(data, dict) or not isinstance(data.get("coefficients"), dict):
             raise NasError(f"corrupt pixel-cpu coefficients {path}: no 'coefficients' object")
-        return cls({k: float(v) for k, v in data["coefficients"].items()}, {k: v for k, v in data.items()
-                                                                             if k != "coefficients"})
+        model = cls({k: float(v) for k, v in data["coefficients"].items()},
+                    {k: v for k, v in data.items() if k != "coefficients"})
+        if expected is not None and model.calibration != expected:
+            held = "record no calibration" if model.calibration is None else f"are of calibration {model.calibration!r}"
+            raise NasError(f"pixel-cpu coefficients {path} {held}, not {expected!r} (refit with: "
+                           f"python -m nas.latency.pixel fit --calibration {expected})")
+        return model
 
     def save(self, path: Path) -> None:
         data = {"coefficients": {name: self.coefficients[name] for name in FEATURES}, **self.info}

@@ -29,6 +29,7 @@ SINGLE_PATH_LAYERS = "pixel1_runtime_model.json"
 NOTE10_BLOCKS = ("note10_ofa_160_lookup_table.yaml", "note10_ofa_192_lookup_table.yaml",
                  "note10_ofa_224_lookup_table.yaml")
 PUBLISHED = "pixel1_published.csv"
+PAPER = "pixel1_mobilenetv3_paper.csv"
 
 
 @dataclass(frozen=True)
@@ -206,14 +207,16 @@ def proxyless_mobile_ms(directory: Path = SOURCES_DIR) -> float:
     return float(match[1]) / 1000.0
 
 
-def published(directory: Path = SOURCES_DIR) -> pd.DataFrame:
-    """Published whole-network Pixel 1 latencies (MobileNetV2 and MnasNet-A1 rows)."""
+def published(directory: Path = SOURCES_DIR, filename: str = PUBLISHED) -> pd.DataFrame:
+    """Published whole-network Pixel 1 latencies of one benchmark run (``filename``): README rows
+    (MobileNetV2, MnasNet-A1) or the MobileNetV3 paper's Table 3 rows (:data:`PAPER`)."""
     try:
-        table = pd.read_csv(directory / PUBLISHED, comment="#")
+        table = pd.read_csv(directory / filename, comment="#")
     except (OSError, pd.errors.ParserError) as err:
-        raise NasError(f"cannot read {PUBLISHED}: {err}") from None
+        raise NasError(f"cannot read {filename}: {err}") from None
+    table = table.rename(columns={"madds_M": "macs_M"})  # the paper's file names the column after the paper
     needed = {"model", "width_mult", "resolution", "pixel1_ms", "macs_M"}
     if not needed <= set(table.columns):
-        raise NasError(f"{PUBLISHED}: missing columns {sorted(needed - set(table.columns))}")
+        raise NasError(f"{filename}: missing columns {sorted(needed - set(table.columns))}")
     table = table[table["pixel1_ms"].notna()]
     return table[["model", "width_mult", "resolution", "pixel1_ms", "macs_M"]].reset_index(drop=True)
