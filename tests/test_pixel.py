@@ -366,4 +366,4 @@ def test_search_and_netadapt_command_lines_take_a_calibration():
 
     assert _parser().parse_args(["--calibration", README]).calibration == README
     argv = ["--arch", "mnasnet_a1", "--latency-ratio", "0.8", "--out", "x", "--calibration", README]
-    assert parse_args(argv).calibration == README
+    assert parse_args(argv)[0].calibration == README

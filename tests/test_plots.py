@@ -140,7 +140,7 @@ def test_report_only_redraws_the_committed_run_without_training(tmp_path, capsys
     figures = ["comparison.png", "layers.png", "learning_curves.png", "search/pareto.png", "netadapt/history.png"]
     for name in figures:
         (out / name).unlink()
-    assert run(main, [str(CONFIG), "--data", RUN_DATA, "--out", str(out), "--report-only"]) == 0
+    assert run(main, ["--out", str(out), "--report-only"]) == 0  # the run's own config.json, not today's YAML
     assert all((out / name).read_bytes().startswith(PNG_MAGIC) for name in figures)
     assert (out / "report.md").read_text() == (RESULTS / "report.md").read_text(), (
         "the committed report is stale: rerun the --report-only command of python -m nas.pipeline --help")
@@ -152,7 +152,9 @@ def test_report_only_redraws_the_committed_run_without_training(tmp_path, capsys
         f"error: {out} was started with other settings (data: {RUN_DATA!r} there, 'synthetic' now); "
         "give the config and options it was run with")
     shutil.rmtree(out / "netadapt")
-    assert run(main, [str(CONFIG), "--data", RUN_DATA, "--out", str(out), "--report-only"]) == 2
+    assert run(main, ["--out", str(out), "--report-only"]) == 2
     assert "no finished 'netadapt' stage" in capsys.readouterr().err
     assert run(main, [str(CONFIG), "--report-only"]) == 2
     assert "--report-only needs --out" in capsys.readouterr().err
+    assert run(main, []) == 2
+    assert "give a pipeline config" in capsys.readouterr().err

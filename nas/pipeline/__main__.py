@@ -20,9 +20,8 @@ EXAMPLE = """examples:
   python -m nas.pipeline experiments/mobilenetv3_small.yaml --quick       (minutes on 2 cores)
   python -m nas.pipeline experiments/mobilenetv3_small_cifar10.yaml --data cifar10_jpg --out runs/small  (train/ + test/)
 rerun the same command with the same --out to resume: finished stages are skipped.
-add --report-only to redraw report.md and every figure of a finished run from its records, training nothing:
-  python -m nas.pipeline experiments/mobilenetv3_small_cifar10.yaml --data /tmp/cifar/cifar10_jpg \\
-      --out experiments/results/mobilenetv3_small_cifar10 --report-only"""
+--report-only redraws report.md and every figure of a finished run from its records (its config.json), training nothing:
+  python -m nas.pipeline --out experiments/results/mobilenetv3_small_cifar10 --report-only"""
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -31,7 +30,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Rediscover MobileNetV3: platform-aware search (or a fixed seed), the paper's manual edits, "
                     "NetAdapt to the reference's latency, training of the found network and the reference with "
                     "one budget, and a comparison report (report.md + PNGs).")
-    parser.add_argument("config", type=Path, help="pipeline config (YAML), e.g. experiments/mobilenetv3_small.yaml")
+    parser.add_argument("config", type=Path, nargs="?",
+                        help="pipeline config (YAML), e.g. experiments/mobilenetv3_small.yaml (with --report-only: "
+                             "optional, checked against the run's)")
     parser.add_argument("--quick", action="store_true",
                         help="apply the config's 'quick' section: tiny budgets, a few minutes on 2 cores")
     parser.add_argument("--out", type=Path, metavar="DIR",
@@ -46,18 +47,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                              "installed on its nodes; default: a local Ray)")
     parser.add_argument("--report-only", action="store_true",
                         help="run no stage: redraw report.md and the figures of the finished run in --out from its "
-                             "records (give the config and options it was run with)")
+                             "records and its config.json")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    config = with_data(load_config(args.config, quick=args.quick), args.data)
+    config = with_data(load_config(args.config, quick=args.quick), args.data) if args.config else None
     if args.report_only:
         if args.out is None:
             raise NasError("--report-only needs --out, the directory of a finished run")
-        print(f"report: {rewrite_report(config, args.out)}")
+        print(f"report: {rewrite_report(args.out, config=config)}")
         return 0
+    if config is None:
+        raise NasError("give a pipeline config (YAML), e.g. experiments/mobilenetv3_small.yaml")
     if args.ray_address:
         probe(args.ray_address)
     out = args.out or Path("runs") / f"{args.config.stem}-{datetime.now():%Y%m%d-%H%M%S}"

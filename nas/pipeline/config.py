@@ -198,3 +198,13 @@ def parse_config(data: dict, *, quick: bool = False, source: str = "config") -> 
 
 def load_config(path: Path, *, quick: bool = False) -> PipelineConfig:
     return parse_config(read_yaml(path), quick=quick, source=str(path))
+
+
+def read_run_config(out: Path) -> PipelineConfig:
+    """The config a run in ``out`` was made with (its ``config.json``), whatever the YAML says today."""
+    from nas import rundir
+
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        raise NasError(f"{out} holds no pipeline run (no config.json)")
+    return _build(PipelineConfig, rundir.read_json(path, what="settings file"), "")

@@ -23,7 +23,7 @@ from nas.analysis.plots import PNG_METADATA, plot_netadapt_history, plot_pareto
 from nas.analysis.runs import load_history, load_trials
 from nas.arch import ArchSpec
 from nas.errors import NasError
-from nas.pipeline.config import PipelineConfig
+from nas.pipeline.config import PipelineConfig, read_run_config
 from nas.pipeline.stages import R, AdaptedResult, EditsResult, SeedResult, TrainedResult, deployed, read_done
 from nas.train.trainer import METRICS
 
@@ -270,15 +270,14 @@ def redraw_stage_figures(config: PipelineConfig, out: Path) -> list[Path]:
     return drawn
 
 
-def rewrite_report(config: PipelineConfig, out: Path) -> Path:
+def rewrite_report(out: Path, *, config: PipelineConfig | None = None) -> Path:
     """``--report-only``: redraw every figure and ``report.md`` of the finished run in ``out``, training nothing.
 
-    ``config`` must be the one the run was made with (its ``config.json``), so the report describes it.
+    The run's own ``config.json`` says what it was; a ``config`` given as well must be that one.
     """
-    saved = out / "config.json"
-    if not saved.is_file():
-        raise NasError(f"{out} holds no pipeline run (no config.json)")
-    rundir.check_same(rundir.read_json(saved, what="settings file"), asdict(config), where=out,
-                      advice="give the config and options it was run with")
-    redraw_stage_figures(config, out)
-    return write_run_report(config, out)
+    recorded = read_run_config(out)
+    if config is not None:
+        rundir.check_same(asdict(recorded), asdict(config), where=out,
+                          advice="give the config and options it was run with")
+    redraw_stage_figures(recorded, out)
+    return write_run_report(recorded, out)
