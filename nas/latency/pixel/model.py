@@ -28,8 +28,9 @@ import numpy as np
 
 from nas.errors import NasError
 from nas.latency.keys import LatencyKey
+from nas.latency.locations import pixel_table_dir
 
-TABLE_DIR = Path(__file__).resolve().parents[3] / "latency_tables" / "pixel-cpu"
+TABLE_DIR = pixel_table_dir()
 COEFFICIENTS_FILE = "coefficients.json"
 
 # One coefficient per feature; the feature is in millions (MACs, elements) or a count (ops).
