@@ -81,17 +81,21 @@ def run_pipeline(config: PipelineConfig, out: Path, execution: Execution | None 
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "summary.csv", index=False)
     edits = pd.DataFrame(edited["steps"])[["edit", "latency_ms", "params", "madds"]]
-    train = config.train
-    note = (f"recipe {train.recipe}, {train.epochs} epochs, batch {train.batch_size}, {train.resolution} px, "
-            f"data {config.data}")
     path = write_report(out, name=config.name, target=config.target, reference_name=config.reference,
                         found=deployed(found), reference=reference, summary=summary, edits=edits,
                         seed_source=f"{searched['source']}: {searched['latency_ms']:.2f} ms, "
                                     f"`{searched['spec']}`",
-                        netadapt=adapted, train_note=note)
+                        netadapt=adapted, train_note=train_note(config))
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     print(f"report: {path}")
     return path
+
+
+def train_note(config: PipelineConfig) -> str:
+    """The training budget as the report states it; the data by its folder name, not this machine's path."""
+    train = config.train
+    return (f"recipe {train.recipe}, {train.epochs} epochs, batch {train.batch_size}, {train.resolution} px, "
+            f"data {Path(config.data).name}")
 
 
 def with_data(config: PipelineConfig, data: str | None) -> PipelineConfig:
