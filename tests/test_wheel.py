@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -32,12 +33,18 @@ def venv_python(tmp_path_factory) -> Path:
     source.mkdir()
     for name in SOURCES:
         if (ROOT / name).is_dir():
-            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__", "host-cpu*", "cuda"))
+            shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(ROOT / name, source / name)
+    measured = source / "latency_tables" / "host-cpu"
+    (measured / "table.csv").write_text("key,ms,spread_ms,n,provenance\n")  # a table built in this checkout
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w",
           tmp / "dist", source])
     (wheel,) = (tmp / "dist").glob("latency_nas-*.whl")
+    shipped = [n for n in zipfile.ZipFile(wheel).namelist() if n.startswith("latency_tables/")]
+    assert {f"latency_tables/pixel-cpu/{f}" for f in ("table.csv", "meta.json", "coefficients.json",
+                                                    "sources/pixel1_published.csv")} <= set(shipped)
+    assert not [n for n in shipped if "host-cpu" in n]  # measured tables are never packaged
     _run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", tmp / "venv"])
     python = tmp / "venv" / "bin" / "python"
     # --ignore-installed: never touch the editable install of the system site-packages
