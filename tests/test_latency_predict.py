@@ -136,6 +136,7 @@ def test_predict_many_matches_predict_and_the_table_sum(tmp_path):
     assert single[0].ms == pytest.approx(1.1 * expected + 0.5)
     assert sum(single[0].per_key.values()) == pytest.approx(expected)
     assert single[0].estimated_keys == () and "host-cpu" in single[0].source
+    assert f"table {tmp_path.name} (" in single[0].source and str(tmp_path) not in single[0].source
     with pytest.raises(NasError, match="has no key 'stem_r96"):
         model.predict(specs[0], resolution=96)
 
@@ -172,6 +173,7 @@ def test_pixel_cpu_prices_missing_keys_with_the_cost_model():
     odd = ArchSpec(StemSpec(24), (LayerSpec("ir", 7, 2, 200, 56, 0.5, "v3", "hswish"),), HeadSpec(1000))
     prediction = model.predict(odd, 200)
     assert prediction.ms > 0 and set(prediction.estimated_keys) == set(prediction.per_key)
+    assert prediction.source.startswith("pixel-cpu: fitted table latency_tables/pixel-cpu (")  # no machine path
     assert model.predict_many([odd, odd], 200) == pytest.approx([prediction.ms] * 2)
 
 

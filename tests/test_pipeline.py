@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from nas.errors import NasError
 from nas.pipeline.__main__ import main
 from nas.pipeline.config import Execution, load_config, parse_config, read_yaml
 from nas.pipeline.edits import apply_edits, efficient_last_stage, hswish_late, output_strides, stem_16
+from nas.pipeline.report import train_note
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,6 +218,10 @@ def test_quick_small_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert run(main, [str(config), "--quick", "--out", str(out), "--data", "synthetic"]) == 0
     report = (out / "report.md").read_text()
     assert "found" in report and "mobilenet_v3_small" in report
+    for result in ("report.md", "search/trials.csv", "search/best.json", "search/references.csv"):
+        text = (out / result).read_text()
+        assert str(ROOT) not in text and str(tmp_path) not in text, result  # no absolute path of this machine
+    assert "fitted table latency_tables/pixel-cpu (" in (out / "search/trials.csv").read_text()
     for name in ("hswish_late", "efficient_last_stage", "stem_16"):
         assert name in report
     for png in ("comparison.png", "layers.png"):
@@ -230,3 +236,22 @@ def test_quick_small_pipeline_end_to_end_and_resume(tmp_path, capsys):
     assert run(main, [str(config), "--quick", "--out", str(out)]) == 0
     assert capsys.readouterr().err.count("finished earlier, skipped") == 5
     assert checkpoint.stat().st_mtime_ns == stamp
+
+
+# ---------------------------------------------------------------- no machine paths in results
+
+ABSOLUTE_PATH = re.compile(r"(?:^|[\s(`'\"])/(?:work|tmp|home|root|Users|mnt|data|scratch)/")
+
+
+def test_train_note_names_the_data_folder_not_its_path():
+    config = replace(load_config(SMALL), data="/tmp/cifar/cifar10_jpg")
+    assert train_note(config).endswith(", data cifar10_jpg")
+
+
+def test_committed_latency_sources_and_reports_hold_no_absolute_path():
+    results = ROOT / "experiments" / "results"
+    files = [*results.rglob("report.md"), *results.rglob("best.json"), *results.rglob("*.csv")]
+    assert len(files) > 20
+    for path in files:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            assert not ABSOLUTE_PATH.search(line), f"{path.relative_to(ROOT)}:{number}: {line[:200]}"

@@ -24,6 +24,23 @@ def test_published_params_exact_and_madds_within_one_percent(name):
     assert abs(stats.madds / 1e6 - madds) / madds < 0.01
 
 
+# Exact MAdds at 224 px as fvcore counted them (BatchNorm and elementwise ops zeroed) before
+# nas.profile moved to torch's FlopCounterMode: the counter must give the same integers.
+FVCORE_MADDS = {
+    "mnasnet_a1": 311_579_072, "mnasnet_b1": 314_415_872, "mobilenet_v2": 300_774_272,
+    "mobilenet_v3_large": 216_589_760, "mobilenet_v3_large_050": 69_247_600, "mobilenet_v3_large_075": 154_560_624,
+    "mobilenet_v3_large_minimalistic": 209_136_704, "mobilenet_v3_small": 56_510_400,
+    "mobilenet_v3_small_050": 21_052_560, "mobilenet_v3_small_075": 43_399_344,
+    "mobilenet_v3_small_minimalistic": 52_288_448, "proxylessnas_mobile": 304_227_008,
+}
+
+
+def test_madds_are_exactly_the_integers_fvcore_counted():
+    assert sorted(FVCORE_MADDS) == zoo.names()
+    assert {name: profile(zoo.get(name)).madds for name in FVCORE_MADDS} == FVCORE_MADDS
+    assert profile(zoo.get("mobilenet_v3_large"), 160).madds == 112_472_000
+
+
 @pytest.mark.parametrize("name, width, params_m", [
     ("mobilenet_v3_large", 0.75, 3.99), ("mobilenet_v3_large_minimalistic", 1.0, 3.92),
     ("mobilenet_v3_small_minimalistic", 1.0, 2.04), ("mnasnet_a1", 1.4, 6.1), ("mnasnet_a1", 0.35, 1.7),

@@ -46,7 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--target", choices=targets, default="host-cpu", help="latency target (default host-cpu)")
         add_calibration_option(p, default_text=f"{calibrations.DEFAULT}; validate: every calibration")
         p.add_argument("--threads", type=_positive, default=1, help="CPU threads for host-cpu (default 1)")
-        p.add_argument("--table-dir", type=Path, help="table folder (default latency_tables/<target>)")
+        p.add_argument("--table-dir", type=Path, help="table folder (default $LATENCY_NAS_TABLES/<target> if set, else "
+                       "latency_tables/<target> in a checkout, ~/.cache/latency-nas/latency_tables/<target> in a "
+                       "wheel install)")
         p.add_argument("--force", action="store_true", help="use a table made on another machine/torch version")
 
     build = sub.add_parser("build", help="measure the per-key table of this machine (incremental, resumable)")

@@ -2,7 +2,8 @@
 
 ``get_latency_model(target)`` is the one entry point:
 
-* ``host-cpu`` / ``cuda``: a table measured on this machine (``latency_tables/<target>/``), filled
+* ``host-cpu`` / ``cuda``: a table measured on this machine (``latency_tables/<target>/``, see
+  :mod:`nas.latency.locations` for where a wheel install keeps it), filled
   on demand with keys it lacks (``measure_missing=True``), plus a calibration fitted on a few
   whole-network measurements of the same target (:func:`calibration_networks`: six published
   models and twelve random members of each search space; :mod:`nas.latency.calibrate`; measured
@@ -39,11 +40,11 @@ from nas.arch import ArchSpec, HeadSpec, LayerSpec, StemSpec
 from nas.errors import NasError
 from nas.latency.calibrate import Calibration, fit_calibration
 from nas.latency.keys import LatencyKey, decompose, parse_key
+from nas.latency.locations import default_table_dir, table_label
 from nas.latency.measure import MEASURABLE_TARGETS, Protocol, build_table, measure_networks, open_table
 from nas.latency.table import LatencyTable
 
 TARGETS = ("host-cpu", "cuda", "pixel-cpu")
-TABLES_ROOT = Path(__file__).resolve().parents[2] / "latency_tables"
 # Whole networks the calibration is fitted on: published models spanning 3x in latency, plus random
 # members of each search space. Published models alone under-state the spaces: measured in one
 # window, random space networks ran 5-8 % slower than their key sums where the zoo ran 0-3 % slower.
@@ -109,19 +110,6 @@ def split_target(target: str) -> tuple[str, str | None]:
     return base, calibration or None
 
 
-def default_table_dir(target: str, threads: int = 1) -> Path:
-    """``latency_tables/<target>``; a host-cpu table for N > 1 threads gets its own ``host-cpu-Nt``;
-    a pixel-cpu calibration its folder under ``pixel-cpu/``."""
-    base, calibration = split_target(target)
-    if base == "host-cpu" and threads != 1:
-        return TABLES_ROOT / f"host-cpu-{threads}t"
-    if base == "pixel-cpu":
-        from nas.latency.pixel import calibrations
-
-        return TABLES_ROOT / base / calibrations.get(calibration).folder
-    return TABLES_ROOT / target
-
-
 class LatencyModel:
     """Predicts a target's latency for any spec; see the module docstring for the model."""
 
@@ -145,7 +133,7 @@ class LatencyModel:
     @property
     def source(self) -> str:
         meta = self.table.meta
-        where = f"{meta.kind} table {self.table_dir} ({meta.device}"
+        where = f"{meta.kind} table {table_label(self.table_dir)} ({meta.device}"
         where += f", torch {meta.torch_version}" if meta.torch_version else ""
         where += f", {meta.threads} thread(s)" if meta.threads else ""
         where += f", calibration {meta.protocol['calibration']})" if "calibration" in meta.protocol else ")"

@@ -222,6 +222,13 @@ def _finished(folder: Path, kind: type[R], out: Path) -> R:
     return done
 
 
+def train_note(config: PipelineConfig) -> str:
+    """The training budget as the report states it; the data by its folder name, not this machine's path."""
+    train = config.train
+    return (f"recipe {train.recipe}, {train.epochs} epochs, batch {train.batch_size}, {train.resolution} px, "
+            f"data {Path(config.data).name}")
+
+
 def write_run_report(config: PipelineConfig, out: Path) -> Path:
     """The report of a run whose stages are all finished, from their records and ``summary.csv`` in ``out``."""
     searched = _finished(out / "search", SeedResult, out)
@@ -238,15 +245,12 @@ def write_run_report(config: PipelineConfig, out: Path) -> Path:
         raise NasError(f"{out} has no summary.csv; run the pipeline into it first")
     summary = pd.read_csv(out / "summary.csv")
     edits = pd.DataFrame([step.to_row() for step in edited.steps])[["edit", "latency_ms", "params", "madds"]]
-    train = config.train
-    note = (f"recipe {train.recipe}, {train.epochs} epochs, batch {train.batch_size}, {train.resolution} px, "
-            f"data {config.data}")
     return write_report(out, name=config.name, target=config.target, reference_name=config.reference,
                         found=deployed(adapted.spec), reference=zoo.get(config.reference),
                         summary=summary, edits=edits,
                         seed_source=f"{searched.source}: {searched.facts.latency_ms:.2f} ms, "
                                     f"`{searched.spec.to_string()}`",
-                        netadapt=adapted, train_note=note, curves=curves)
+                        netadapt=adapted, train_note=train_note(config), curves=curves)
 
 
 def redraw_stage_figures(config: PipelineConfig, out: Path) -> list[Path]:

@@ -1,8 +1,8 @@
 """Named training recipes: the hyper-parameters behind the published numbers, as data.
 
 ``mobilenetv3``: the MobileNetV3 paper's setup as in the TensorFlow TPU reference
-(tensorflow/tpu ``models/official/mnasnet``): RMSProp (decay 0.9, momentum 0.9, epsilon 1e-3
-inside the square root, written here as its PyTorch equivalent ``sqrt(1e-3)`` outside),
+(tensorflow/tpu ``models/official/mnasnet``): TensorFlow's RMSProp (decay 0.9, momentum 0.9,
+epsilon 1e-3 inside the square root, mean square starting at one: :class:`nas.train.rmsprop.TFRMSprop`),
 learning rate 0.016 per 256 images, 5 warm-up epochs, then x0.97 every 2.4 epochs, weight
 decay 1e-5, dropout 0.2, label smoothing 0.1, EMA of the weights with decay 0.9999, 350 epochs.
 
@@ -26,6 +26,7 @@ from torch import nn
 
 from nas.errors import NasError
 from nas.train.loop import parameter_groups
+from nas.train.rmsprop import TFRMSprop
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,7 @@ class Recipe:
     """One training recipe. Learning rates are given at ``reference_batch`` images per step."""
 
     name: str
-    optimizer: str  # "rmsprop" | "sgd"
+    optimizer: str  # "rmsprop" (TensorFlow's, :class:`TFRMSprop`) | "sgd"
     lr: float
     reference_batch: int
     warmup_epochs: float
@@ -42,8 +43,8 @@ class Recipe:
     epochs: int
     weight_decay: float
     momentum: float = 0.9
-    rmsprop_alpha: float = 0.9
-    rmsprop_eps: float = math.sqrt(1e-3)
+    rmsprop_decay: float = 0.9
+    rmsprop_eps: float = 1e-3  # inside the square root, as TensorFlow applies it
     nesterov: bool = False
     decay_rate: float = 0.97
     decay_epochs: float = 2.4
@@ -97,8 +98,8 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     """The recipe's optimizer over ``model``; weight decay spares biases and BatchNorm."""
     groups = parameter_groups(model, recipe.weight_decay)
     if recipe.optimizer == "rmsprop":
-        return torch.optim.RMSprop(groups, lr=recipe.lr, alpha=recipe.rmsprop_alpha, eps=recipe.rmsprop_eps,
-                                   momentum=recipe.momentum)
+        return TFRMSprop(groups, lr=recipe.lr, decay=recipe.rmsprop_decay, momentum=recipe.momentum,
+                         eps=recipe.rmsprop_eps)
     if recipe.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov)
     raise NasError(f"recipe {recipe.name}: unknown optimizer {recipe.optimizer!r}")

@@ -41,8 +41,9 @@ import numpy as np
 from nas.errors import NasError
 from nas.latency.keys import LatencyKey
 from nas.latency.pixel import calibrations
+from nas.latency.locations import pixel_table_dir
 
-TABLE_DIR = Path(__file__).resolve().parents[3] / "latency_tables" / "pixel-cpu"
+TABLE_DIR = pixel_table_dir()
 COEFFICIENTS_FILE = "coefficients.json"
 
 

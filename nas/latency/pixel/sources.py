@@ -19,8 +19,9 @@ import yaml
 from nas.arch import make_divisible
 from nas.errors import NasError
 from nas.latency.keys import LatencyKey
+from nas.latency.locations import pixel_sources_dir
 
-SOURCES_DIR = Path(__file__).resolve().parents[3] / "latency_tables" / "pixel-cpu" / "sources"
+SOURCES_DIR = pixel_sources_dir()
 
 PROXYLESS_BLOCKS = "mobile_trim.yaml"
 PROXYLESS_PROFILE = "proxyless_mobile_10_latency.txt"
