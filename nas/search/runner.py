@@ -118,14 +118,14 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class SearchSummary:
-    """A run's outcome: its records, the same as a table, and ``best``, the top trial as in ``best.json``."""
+    """A run's outcome: its records, the same as a table, and ``best``, the record of the top trial in ``best.json``."""
 
     out: Path
     records: tuple[TrialRecord, ...]
     trials: pd.DataFrame
     finished: int
     requested: int
-    best: dict[str, Any] | None
+    best: TrialRecord | None
 
     @property
     def complete(self) -> bool:
@@ -497,11 +497,15 @@ def export_trials(records: list[TrialRecord], out: Path) -> pd.DataFrame:
     return table
 
 
+def best_records(records: list[TrialRecord], k: int) -> list[TrialRecord]:
+    """The top ``k`` finished trials by reward (the earlier trial first on a tie)."""
+    return sorted((r for r in records if r.ok), key=lambda r: (-r.reward, r.trial_id))[:k]
+
+
 def best_trials(records: list[TrialRecord], k: int) -> list[dict[str, Any]]:
     """The top ``k`` finished trials by reward, as ``best.json`` lists them (with each spec as JSON)."""
-    ok = sorted((r for r in records if r.ok), key=lambda r: (-r.reward, r.trial_id))[:k]
     return [{**{name: _plain(value) for name, value in r.to_row().items() if name not in ("status", "reason")},
-             "spec": r.arch.to_dict()} for r in ok]
+             "spec": r.arch.to_dict()} for r in best_records(records, k)]
 
 
 def _plain(value: Any) -> Any:
@@ -579,6 +583,6 @@ def run_search(config: SearchConfig, *, latency_model=None, evaluator: Evaluator
     if driver.aborted():
         raise NasError(f"stopped after {len(driver.errors)} trials in a row failed with errors; last: "
                        f"{driver.errors[-1]}")
-    best = best_trials(records, 1)
+    best = best_records(records, 1)
     return SearchSummary(out=out, records=tuple(records), trials=table, finished=_count_finished(study),
                          requested=config.trials, best=best[0] if best else None)
