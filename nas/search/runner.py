@@ -516,7 +516,6 @@ def _plain(value: Any) -> Any:
 def write_outputs(config: SearchConfig, records: list[TrialRecord], latency_model) -> pd.DataFrame:
     """trials.csv/parquet, best.json (top k by reward), pareto.csv and pareto.png (with the zoo's networks)."""
     from nas.analysis.pareto import pareto_front
-    from nas.analysis.plots import plot_pareto
     from nas.analysis.references import reference_latencies
 
     out = Path(config.out)
@@ -526,10 +525,21 @@ def write_outputs(config: SearchConfig, records: list[TrialRecord], latency_mode
     references = reference_latencies(config.target, resolution=config.proxy.deploy_resolution,
                                      latency_model=latency_model)
     rundir.write_table(out / "references.csv", references)
-    plot_pareto(table, out / "pareto.png", reference_points=references, by="controller",
-                title=f"{config.space} search on {config.target} ({config.controller}, {len(table)} trials)",
-                target=config.target, latency_target=config.objective.target_ms)
+    draw_pareto(table, out, references, space=config.space, target=config.target, controller=config.controller,
+                target_ms=config.objective.target_ms)
     return table
+
+
+def draw_pareto(table: pd.DataFrame, out: Path, references: pd.DataFrame, *, space: str, target: str,
+                controller: str, target_ms: float | None) -> Path:
+    """``pareto.png`` of a search's trials with the zoo's networks (also how a report redraws it)."""
+    from nas.analysis.plots import plot_pareto
+
+    path = Path(out) / "pareto.png"
+    plot_pareto(table, path, reference_points=references, by="controller",
+                title=f"{space} search on {target} ({controller}, {len(table)} trials)",
+                target=target, latency_target=target_ms)
+    return path
 
 
 # ------------------------------------------------------------------ entry point
