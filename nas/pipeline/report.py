@@ -6,7 +6,6 @@ report needs no optional dependency); the figures are matplotlib PNGs.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict
