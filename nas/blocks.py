@@ -189,6 +189,11 @@ def make_block(layer: LayerSpec, in_ch: int, dilation: int = 1) -> nn.Module:
     return InvertedResidual(layer, in_ch, dilation)
 
 
+def block_expands(layer: LayerSpec, in_ch: int) -> bool:
+    """Whether ``make_block(layer, in_ch)`` has a 1x1 expansion conv (a ``conv`` block never has one)."""
+    return layer.op != "conv" and InvertedResidual.expands(layer, in_ch)
+
+
 def block_params(layer: LayerSpec, in_ch: int) -> tuple[Param, ...]:
     """What ``make_block(layer, in_ch)`` declares."""
     return ConvBlock.params(layer) if layer.op == "conv" else InvertedResidual.params(layer, in_ch)

@@ -54,7 +54,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from nas import cli, zoo
+from nas import cli, rundir, zoo
 from nas.arch import ArchSpec, iter_layers
 from nas.blocks import BN_EPS, InvertedResidual
 from nas.errors import NasError
@@ -392,14 +392,7 @@ def _transform(tensor: torch.Tensor, transform: str, eps: float, like: torch.Ten
 def load_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from a ``.pth`` file: plain, or inside a training checkpoint's
     ``state_dict`` / ``model`` entry, with DataParallel's ``module.`` prefix removed."""
-    path = Path(path)
-    if not path.is_file():
-        raise NasError(f"{path}: no such checkpoint file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many kinds for a file that is not a checkpoint
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise NasError(f"{path}: not a readable PyTorch checkpoint ({reason})") from None
+    data = rundir.read_checkpoint(path)
     if isinstance(data, dict):
         for key in _CONTAINER_KEYS:
             if isinstance(data.get(key), dict):
@@ -439,8 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NasError as err:
         raise NasError(f"{args.src}: {err}") from None
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(converted, out)
+    rundir.write_torch(out, converted)
     params = sum(t.numel() for k, t in converted.items() if not k.endswith(("running_mean", "running_var",
                                                                                 "num_batches_tracked")))
     print(f"{args.src} ({layout.name} layout) -> {out}: {len(converted)} tensors, {params:,} parameters")

@@ -131,7 +131,7 @@ def test_cli_bad_input_is_one_error_line(tmp_path, capsys):
     cases = [
         (["--from", "torchvision", str(src), "--arch", "mnasnet_b1"], "classic head"),
         (["--from", "torchvision", str(tmp_path / "none.pth"), "--arch", "mnasnet_b1"], "no such checkpoint"),
-        (["--from", "torchvision", str(garbage), "--arch", "mnasnet_b1"], "not a readable PyTorch checkpoint"),
+        (["--from", "torchvision", str(garbage), "--arch", "mnasnet_b1"], "unreadable checkpoint"),
         (["--from", "torchvision", str(src), "--arch", "no_such_net"], "unknown architecture"),
     ]
     for argv, expected in cases:

@@ -59,6 +59,13 @@ def test_with_width_shrinks_a_whole_group_and_keeps_it_valid():
     assert child.layers[4].se_channels(16) == 4  # MnasNet SE follows its input
 
 
+def test_the_expansion_pattern_is_the_built_blocks():
+    blocks = build_model(SMALL).blocks
+    assert has_expand(SMALL) == tuple(not isinstance(getattr(block, "expand", torch.nn.Identity()), torch.nn.Identity)
+                                      for block in blocks)
+    assert has_expand(SMALL) == (False, True, True, True, False, False, True)
+
+
 def test_candidate_widths_never_drop_an_expansion_conv():
     exp1 = next(u for u in units(SMALL) if u.name == "exp[1]")  # input 16: width 16 would remove the expansion
     assert candidate_widths(SMALL, exp1) == [8, 24, 32, 40]

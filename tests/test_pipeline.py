@@ -75,6 +75,21 @@ def test_netadapt_stage_embeds_the_library_settings_and_refuses_the_old_flat_key
         parse_config(data)
 
 
+def test_the_train_stage_defaults_are_the_trainers():
+    from dataclasses import MISSING, fields
+
+    from nas.pipeline.config import TrainStage
+    from nas.train.trainer import TrainConfig
+
+    trainer = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}  # epochs has none
+    shared = [f for f in fields(TrainStage) if f.name in trainer]
+    assert {f.name for f in shared} == {"batch_size", "resolution"}
+    assert all(f.default == trainer[f.name] for f in shared)
+    data = read_yaml(SMALL)
+    data["train"] = {key: value for key, value in data["train"].items() if key not in ("batch_size", "resolution")}
+    assert parse_config(data).train.batch_size == trainer["batch_size"]
+
+
 def test_proxy_keys_set_once_at_top_level():
     data = read_yaml(SMALL)
     data["search"]["proxy"]["data"] = "/elsewhere"

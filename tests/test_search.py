@@ -101,7 +101,8 @@ def test_repeated_worker_errors_stop_the_search_with_the_reason(tmp_path, pixel)
 def test_a_run_made_before_run_ids_and_option_values_resumes(tmp_path, pixel):
     """A run directory of before: config.json without an id, a study without one, option indices as parameters."""
     run = config(tmp_path, trials=3)
-    (tmp_path / "config.json").write_text(json.dumps({"fixed": run.fixed(), "trials": 2}))
+    fixed = {**run.fixed(), "proxy": {**run.fixed()["proxy"], "device": "cpu"}}  # runs then recorded the device
+    (tmp_path / "config.json").write_text(json.dumps({"fixed": fixed, "trials": 2}))
     study = optuna.create_study(storage=run.storage_url, study_name="search", direction="maximize")
     space = get_space("mnasnet")
     indexed = {c.name: CategoricalDistribution(list(range(len(c.options)))) for c in space.choices()}
@@ -149,7 +150,8 @@ def test_evaluations_and_records_say_failure_once_and_round_trip():
 
 def test_resume_with_other_settings_is_refused(tmp_path, pixel):
     run_search(config(tmp_path, trials=1), latency_model=pixel, progress_factory=_silent)
-    with pytest.raises(NasError, match="holds a search with controller = 'random'"):
+    with pytest.raises(NasError, match=r"was started with other settings "
+                                       r"\(fixed.controller: 'random' there, 'tpe' now\)"):
         run_search(config(tmp_path, controller="tpe"), latency_model=pixel, progress_factory=_silent)
 
 

@@ -139,8 +139,8 @@ def test_a_run_whose_study_name_is_taken_is_refused_in_one_line(tmp_path, databa
     saved = json.loads((tmp_path / "a" / "run" / "config.json").read_text())
     saved["fixed"]["controller"] = "tpe"
     (copied / "config.json").write_text(json.dumps(saved))
-    with pytest.raises(NasError, match="study 'nas.search:run' in .* holds a search with controller = 'random', "
-                                       "not 'tpe'"):
+    with pytest.raises(NasError, match="study 'nas.search:run' in .* was started with other settings "
+                                       r"\(controller: 'random' there, 'tpe' now\)"):
         run_search(replace(first, out=copied, controller="tpe"), latency_model=pixel, progress_factory=_silent)
 
     moved = tmp_path / "d" / "run"  # a run resumes wherever its folder is now

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from nas import rundir
 from nas.errors import NasError
 
 CALIBRATION_FILE = "calibration.json"
@@ -46,10 +47,7 @@ class Calibration:
 
     def save(self, directory: Path) -> None:
         data = {"model": "ms = scale * sum_of_keys + offset", **asdict(self), "networks": list(self.networks)}
-        path = Path(directory) / CALIBRATION_FILE
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(path)
+        rundir.write_json(Path(directory) / CALIBRATION_FILE, data)
 
     @classmethod
     def load(cls, directory: Path) -> Calibration | None:

@@ -21,7 +21,6 @@ machine is refused by :func:`check_compatible` unless forced.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -29,6 +28,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from nas import rundir
 from nas.errors import NasError
 from nas.latency.keys import parse_key
 
@@ -143,10 +143,9 @@ class LatencyTable:
     def save(self, directory: Path) -> None:
         """Write ``table.csv`` then ``meta.json``, each atomically (a crash never leaves half a file)."""
         directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         meta = replace(self.meta, rows=len(self.frame))
-        _atomic_write(directory / TABLE_FILE, self.frame.to_csv(index=False, float_format="%.6g"))
-        _atomic_write(directory / META_FILE, json.dumps(meta.to_dict(), indent=2) + "\n")
+        rundir.write_text(directory / TABLE_FILE, self.frame.to_csv(index=False, float_format="%.6g"))
+        rundir.write_json(directory / META_FILE, meta.to_dict())
 
     @classmethod
     def load(cls, directory: Path) -> LatencyTable:
@@ -223,9 +222,3 @@ def check_compatible(meta: TableMeta, here: Mapping[str, Any], *, where: str, fo
     if diffs and not force:
         raise NasError(f"latency table {where} was made elsewhere: {'; '.join(diffs)}. Rebuild it "
                        f"(python -m nas.latency build --target {meta.target}) or pass --force / force=True")
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

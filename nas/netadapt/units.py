@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from nas.arch import ArchSpec, iter_layers
+from nas.blocks import block_expands
 
 Slot = tuple[str, int]
 
@@ -40,7 +41,7 @@ def input_slot(index: int) -> Slot:
 
 def has_expand(spec: ArchSpec) -> tuple[bool, ...]:
     """Per layer: whether it has a 1x1 expansion conv. Pruning must keep this pattern."""
-    return tuple(layer.op == "ir" and layer.exp != in_ch for _, in_ch, layer in iter_layers(spec))
+    return tuple(block_expands(layer, in_ch) for _, in_ch, layer in iter_layers(spec))
 
 
 def slot_widths(spec: ArchSpec) -> dict[Slot, int]:

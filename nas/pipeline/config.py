@@ -19,6 +19,7 @@ from nas.netadapt.loop import Settings
 from nas.search.evaluate import ProxySettings
 from nas.train.device import default_device
 from nas.train.proxy import ProxyTraining
+from nas.train.trainer import TrainConfig
 
 
 # Settings shared by every stage, set once at the top level (field -> name there), and the
@@ -65,13 +66,17 @@ class NetAdaptStage:
 
 @dataclass(frozen=True)
 class TrainStage:
-    """Final training (``nas.train``) of the found network and of the reference, with one budget."""
+    """Final training (``nas.train``) of the found network and of the reference, with one budget.
+
+    ``batch_size`` and ``resolution`` default to :class:`~nas.train.trainer.TrainConfig`'s own;
+    ``epochs`` is the pipeline's budget (``TrainConfig`` has none: ``python -m nas.train`` takes the recipe's).
+    """
 
     recipe: str = "dli14"
     recipe_overrides: dict[str, Any] = field(default_factory=dict)
     epochs: int = 30
-    batch_size: int = 128
-    resolution: int = 32
+    batch_size: int = TrainConfig.batch_size
+    resolution: int = TrainConfig.resolution
 
 
 @dataclass(frozen=True)

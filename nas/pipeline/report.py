@@ -6,7 +6,6 @@ report needs no optional dependency); the figures are matplotlib PNGs.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -19,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from nas import rundir, zoo
-from nas.analysis.plots import PNG_METADATA, plot_netadapt_history, plot_pareto
+from nas.analysis.plots import PNG_METADATA, plot_netadapt_history
 from nas.analysis.runs import load_history, load_trials
 from nas.arch import ArchSpec
 from nas.errors import NasError
@@ -260,13 +259,11 @@ def redraw_stage_figures(config: PipelineConfig, out: Path) -> list[Path]:
     _finished(search, SeedResult, out)
     target_ms = _finished(netadapt, AdaptedResult, out).target_ms
     if config.search.seed_arch is None:
-        trials = load_trials(search)
-        references = pd.read_csv(search / "references.csv")
-        plot_pareto(trials, search / "pareto.png", reference_points=references, by="controller",
-                    title=f"{config.search.space} search on {config.target} ({config.search.controller}, "
-                          f"{len(trials)} trials)",
-                    target=config.target, latency_target=config.search.target_ms)
-        drawn.append(search / "pareto.png")
+        from nas.search.runner import draw_pareto
+
+        drawn.append(draw_pareto(load_trials(search), search, pd.read_csv(search / "references.csv"),
+                                 space=config.search.space, target=config.target,
+                                 controller=config.search.controller, target_ms=config.search.target_ms))
     proposals = netadapt / "proposals.csv"
     plot_netadapt_history(load_history(netadapt), netadapt / "history.png",
                           proposals=pd.read_csv(proposals) if proposals.is_file() else None, latency_target=target_ms)

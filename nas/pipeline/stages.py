@@ -204,12 +204,12 @@ def run_search_stage(config: PipelineConfig, folder: Path, latency_model, execut
     summary = run_search(search, latency_model=latency_model)
     if not summary.complete:
         raise NasError(f"search stopped after {summary.finished}/{summary.requested} trials; rerun to resume")
-    if summary.best is None:
+    best = summary.best
+    if best is None:
         raise NasError(f"search: no trial of {summary.finished} finished successfully; see {folder / 'trials.csv'}")
-    spec = ArchSpec.from_dict(summary.best["spec"])
-    return write_done(folder, SeedResult(source=f"search trial {summary.best['trial_id']}", spec=spec,
-                                         facts=describe(spec, latency_model, config.latency_resolution),
-                                         reward=summary.best["reward"], proxy_accuracy=summary.best["accuracy"]))
+    return write_done(folder, SeedResult(source=f"search trial {best.trial_id}", spec=best.arch,
+                                         facts=describe(best.arch, latency_model, config.latency_resolution),
+                                         reward=best.reward, proxy_accuracy=best.accuracy))
 
 
 def run_edits_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, latency_model) -> EditsResult:

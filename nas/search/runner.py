@@ -38,6 +38,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, ProgrammingError, SQLAlchemyError
 
+from nas import rundir
 from nas.arch import ArchSpec
 from nas.cluster import start_ray
 from nas.errors import NasError
@@ -52,6 +53,9 @@ CONFIG_FILE = "config.json"
 Evaluator = Callable[[ArchSpec, ProxySettings], Evaluation]
 # Settings that define what a run holds; changing one needs a new run.
 _FIXED_SETTINGS = ("target", "space", "controller", "objective", "proxy", "seed", "population", "ppo")
+# Where candidates train: free to change on resume, like ``workers`` (a GPU run may resume on a CPU machine).
+_RUNS_ANYWHERE = "proxy.device"
+_ADVICE = "rerun with the same settings to resume, or use a new --out directory"
 # The study's user attributes that say which run it belongs to.
 RUN_ID, FIXED, RUN_OUT = "run_id", "fixed", "out"
 # Record fields the study holds already: the trial's number and state, the run's seed and id.
@@ -114,14 +118,14 @@ class SearchConfig:
 
 @dataclass(frozen=True)
 class SearchSummary:
-    """A run's outcome: its records, the same as a table, and ``best``, the top trial as in ``best.json``."""
+    """A run's outcome: its records, the same as a table, and ``best``, the record of the top trial in ``best.json``."""
 
     out: Path
     records: tuple[TrialRecord, ...]
     trials: pd.DataFrame
     finished: int
     requested: int
-    best: dict[str, Any] | None
+    best: TrialRecord | None
 
     @property
     def complete(self) -> bool:
@@ -145,11 +149,11 @@ def open_run(config: SearchConfig) -> tuple[optuna.Study, str]:
     the folder is called now. A run directory made before runs had ids adopts its study.
     """
     path = Path(config.out) / CONFIG_FILE
+    fresh, run_id = not path.exists(), new_run_id()
     current = config.fixed()
-    saved = _read_config(path)
-    if saved is None:
-        run_id = new_run_id()
-        _write_json(path, {RUN_ID: run_id, FIXED: current, "trials": config.trials})
+    rundir.claim(path, {RUN_ID: run_id, FIXED: current, "trials": config.trials},
+                 may_differ=(RUN_ID, "trials", f"{FIXED}.{_RUNS_ANYWHERE}"), advice=_ADVICE)
+    if fresh:
         try:
             study = _open_study(config, create=True)
         except NasError:
@@ -157,7 +161,7 @@ def open_run(config: SearchConfig) -> tuple[optuna.Study, str]:
             raise
         _stamp(study, run_id, config)
         return study, run_id
-    _refuse_other_settings(saved[FIXED], current, str(config.out))
+    saved = rundir.read_json(path)
     study = _open_study(config, create=False)
     run_id = saved.get(RUN_ID)
     owner = study.user_attrs.get(RUN_ID)
@@ -165,30 +169,12 @@ def open_run(config: SearchConfig) -> tuple[optuna.Study, str]:
         # a run from before ids, or this run killed between creating its study and recording its id
         run_id = run_id or new_run_id()
         _stamp(study, run_id, config)
-        _write_json(path, {**saved, RUN_ID: run_id})
+        rundir.write_json(path, {**saved, RUN_ID: run_id})
     elif owner != run_id:
         raise _taken(config, study)
-    _refuse_other_settings(_without_device(study.user_attrs[FIXED]), current,
-                           f"study {config.study_name!r} in {_shown(config.storage_url)}")
+    rundir.check_same(study.user_attrs[FIXED], current, where=f"study {config.study_name!r} in "
+                      f"{_shown(config.storage_url)}", may_differ=(_RUNS_ANYWHERE,), advice=_ADVICE)
     return study, run_id
-
-
-def _read_config(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    try:
-        saved = json.loads(path.read_text())
-        return {**saved, FIXED: _without_device(saved[FIXED])}
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
-        raise NasError(f"{path} is unreadable ({err}); use a new --out directory") from None
-
-
-def _refuse_other_settings(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
-    """Refuse to resume a run made with other settings: its trials would not be comparable."""
-    for key in _FIXED_SETTINGS:
-        if saved.get(key) != current[key]:
-            raise NasError(f"{where} holds a search with {key} = {saved.get(key)!r}, not {current[key]!r}; "
-                           "rerun with the same settings to resume, or use a new --out directory")
 
 
 def _without_device(fixed: dict[str, Any]) -> dict[str, Any]:
@@ -263,19 +249,8 @@ def _check_driver(url: str) -> None:
         raise NasError(f"the database driver {err.name!r} for {_shown(url)} is not installed: {hint}") from None
 
 
-def _write_json(path: Path, data: Any) -> None:
-    _replace(path, (json.dumps(data, indent=2) + "\n").encode())
-
-
-def _replace(path: Path, data: bytes) -> None:
-    """Write ``path`` whole through a temporary file (a kill never leaves half a file)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _save_state(controller: Controller, out: Path) -> None:
-    _replace(out / STATE_FILE, pickle.dumps(controller.state_dict()))
+    rundir.write_bytes(out / STATE_FILE, pickle.dumps(controller.state_dict()))
 
 
 class Driver:
@@ -517,19 +492,20 @@ def trial_records(study: optuna.Study) -> list[TrialRecord]:
 def export_trials(records: list[TrialRecord], out: Path) -> pd.DataFrame:
     """Write ``trials.csv`` and ``trials.parquet`` (rewritten whole: a kill never leaves a torn row)."""
     table = trials_frame(records)
-    for name, write in (("trials.csv", lambda p: table.to_csv(p, index=False)),
-                        ("trials.parquet", lambda p: table.to_parquet(p, index=False))):
-        tmp = out / f".{name}.tmp"
-        write(tmp)
-        os.replace(tmp, out / name)
+    for name in ("trials.csv", "trials.parquet"):
+        rundir.write_table(out / name, table)
     return table
+
+
+def best_records(records: list[TrialRecord], k: int) -> list[TrialRecord]:
+    """The top ``k`` finished trials by reward (the earlier trial first on a tie)."""
+    return sorted((r for r in records if r.ok), key=lambda r: (-r.reward, r.trial_id))[:k]
 
 
 def best_trials(records: list[TrialRecord], k: int) -> list[dict[str, Any]]:
     """The top ``k`` finished trials by reward, as ``best.json`` lists them (with each spec as JSON)."""
-    ok = sorted((r for r in records if r.ok), key=lambda r: (-r.reward, r.trial_id))[:k]
     return [{**{name: _plain(value) for name, value in r.to_row().items() if name not in ("status", "reason")},
-             "spec": r.arch.to_dict()} for r in ok]
+             "spec": r.arch.to_dict()} for r in best_records(records, k)]
 
 
 def _plain(value: Any) -> Any:
@@ -540,20 +516,30 @@ def _plain(value: Any) -> Any:
 def write_outputs(config: SearchConfig, records: list[TrialRecord], latency_model) -> pd.DataFrame:
     """trials.csv/parquet, best.json (top k by reward), pareto.csv and pareto.png (with the zoo's networks)."""
     from nas.analysis.pareto import pareto_front
-    from nas.analysis.plots import plot_pareto
     from nas.analysis.references import reference_latencies
 
     out = Path(config.out)
     table = export_trials(records, out)
-    (out / "best.json").write_text(json.dumps(best_trials(records, config.top_k), indent=2) + "\n")
-    pareto_front(table).to_csv(out / "pareto.csv", index=False)
+    rundir.write_json(out / "best.json", best_trials(records, config.top_k))
+    rundir.write_table(out / "pareto.csv", pareto_front(table))
     references = reference_latencies(config.target, resolution=config.proxy.deploy_resolution,
                                      latency_model=latency_model)
-    references.to_csv(out / "references.csv", index=False)
-    plot_pareto(table, out / "pareto.png", reference_points=references, by="controller",
-                title=f"{config.space} search on {config.target} ({config.controller}, {len(table)} trials)",
-                target=config.target, latency_target=config.objective.target_ms)
+    rundir.write_table(out / "references.csv", references)
+    draw_pareto(table, out, references, space=config.space, target=config.target, controller=config.controller,
+                target_ms=config.objective.target_ms)
     return table
+
+
+def draw_pareto(table: pd.DataFrame, out: Path, references: pd.DataFrame, *, space: str, target: str,
+                controller: str, target_ms: float | None) -> Path:
+    """``pareto.png`` of a search's trials with the zoo's networks (also how a report redraws it)."""
+    from nas.analysis.plots import plot_pareto
+
+    path = Path(out) / "pareto.png"
+    plot_pareto(table, path, reference_points=references, by="controller",
+                title=f"{space} search on {target} ({controller}, {len(table)} trials)",
+                target=target, latency_target=target_ms)
+    return path
 
 
 # ------------------------------------------------------------------ entry point
@@ -607,6 +593,6 @@ def run_search(config: SearchConfig, *, latency_model=None, evaluator: Evaluator
     if driver.aborted():
         raise NasError(f"stopped after {len(driver.errors)} trials in a row failed with errors; last: "
                        f"{driver.errors[-1]}")
-    best = best_trials(records, 1)
+    best = best_records(records, 1)
     return SearchSummary(out=out, records=tuple(records), trials=table, finished=_count_finished(study),
                          requested=config.trials, best=best[0] if best else None)
