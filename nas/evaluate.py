@@ -37,12 +37,17 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="image size to evaluate at (default: the checkpoint's training size)")
     retire(parser, "--resolution", "--eval-resolution (the image size to evaluate at)")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--loader-workers", type=int, metavar="N",
+                        help="DataLoader worker processes (default: min(4, CPUs - 1) for image folders, 0 for "
+                             "synthetic data and CIFAR-10 batches)")
     parser.add_argument("--no-ema", action="store_true", help="evaluate the raw weights, not their EMA")
     parser.add_argument("--device", type=check_device, default=default_device(),
                         help="cpu | cuda[:N] (default: cuda when available)")
     parser.add_argument("--json", action="store_true", help="print the result as one JSON object instead of the table")
     parser.add_argument("--json-out", type=Path, metavar="PATH", help="also write the result to this JSON file")
     args, rest = parser.parse_known_args(argv)
+    if args.loader_workers is not None and args.loader_workers < 0:
+        raise NasError(f"--loader-workers must be 0 or more, got {args.loader_workers}")
     if rest and args.json:  # the old --json PATH
         raise NasError(f"--json prints JSON to stdout and takes no value: write {rest[0]} with --json-out {rest[0]}")
     if rest:
@@ -69,14 +74,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config["task"] == "segmentation":
         if args.split != "val":
             raise NasError("segmentation data has labels for train and val only: use --split val")
-        data = load_cityscapes(args.data, crop=resolution, eval_scale=config["eval_scale"])
+        data = load_cityscapes(args.data, crop=resolution, eval_scale=config["eval_scale"],
+                               num_workers=args.loader_workers)
         result = evaluate_segmentation(model, data.loader("val", batch_size=1), num_classes=data.num_classes,
                                        device=args.device)
         row.update(miou=result.miou, pixel_accuracy=result.pixel_accuracy, loss=result.loss,
                    images_per_s=result.images_per_s, images=result.images)
     else:
         data = load_classification(args.data, resolution=resolution, seed=config["seed"],
-                                   synthetic_train=config["synthetic_train"], synthetic_val=config["synthetic_val"])
+                                   synthetic_train=config["synthetic_train"], synthetic_val=config["synthetic_val"],
+                                   num_workers=args.loader_workers)
         if data.num_classes != spec.head.num_classes:
             raise NasError(f"the data has {data.num_classes} classes, the model {spec.head.num_classes}")
         result = evaluate(model, data.loader(args.split, batch_size=args.batch_size), device=args.device)

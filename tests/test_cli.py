@@ -102,7 +102,7 @@ def test_train_and_evaluate_with_the_new_flags(tmp_path, capsys):
     capsys.readouterr()
     written = tmp_path / "eval.json"
     assert _main("nas.evaluate")(["--checkpoint", str(out), "--eval-resolution", "24", "--device", "cpu", "--json",
-                                  "--json-out", str(written)]) == 0
+                                  "--json-out", str(written), "--loader-workers", "0"]) == 0
     printed = json.loads(capsys.readouterr().out)  # stdout is the JSON object alone
     assert printed == json.loads(written.read_text()) and printed["images"] == 16 and 0 <= printed["top1"] <= 1
     assert run(_main("nas.train.__main__"), ["--arch", TINY, "--out", str(tmp_path / "x"), "--loader-workers",
