@@ -146,3 +146,19 @@ def test_a_console_script_reports_bad_input_in_one_line(monkeypatch, capsys):
     assert console.arch() == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "no_such_net" in err[0]
+
+
+def test_latency_validate_refuses_measured_options_on_the_pixel_cpu_default(monkeypatch, capsys):
+    import nas.latency.__main__ as latency
+
+    main = _main("nas.latency.__main__")
+    for option in (["--space", "zoo"], ["--samples", "5"], ["--latency-resolution", "96"], ["--recalibrate"]):
+        assert run(main, ["validate", *option]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {option[0]} applies to a measured target"), err
+    seen = []
+    monkeypatch.setattr(latency, "validate_measured", lambda settings, out: seen.append(settings))
+    assert main(["validate", "--target", "host-cpu", "--space", "zoo", "--latency-resolution", "96"]) == 0
+    assert main(["validate", "--target", "host-cpu"]) == 0
+    assert (seen[0].sets, seen[0].resolution, seen[0].samples) == (("zoo",), 96, 50)
+    assert (seen[1].sets, seen[1].resolution) == (("mnasnet",), 224)

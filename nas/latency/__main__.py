@@ -61,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--samples", type=_positive, default=500, help="archs sampled from --space (default 500)")
     build.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     build.add_argument("--latency-resolution", type=_positive, default=224, metavar="PX",
-                         help="input size latency is priced at (default 224)")
+                       help="input size latency is priced at (default 224)")
     retire(build, "--resolution", "--latency-resolution (the input size latency is priced at)")
     build.add_argument("--recalibrate", action="store_true", help="refit the whole-network calibration")
 
@@ -90,13 +90,13 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="predicted vs measured latency of random archs, or (pixel-cpu) vs the "
                                                "published rows of each calibration's run (CSV + PNG)")
     common(validate, TARGETS)
-    validate.add_argument("--space", choices=SETS, nargs="+", default=["mnasnet"],
+    validate.add_argument("--space", choices=SETS, nargs="+",
                           help="sample from these spaces, or take every zoo network (default mnasnet); several "
                                "sets are measured in one window: one table build, one interleaved network sweep")
-    validate.add_argument("--samples", type=_positive, default=50, help="architectures (default 50)")
-    validate.add_argument("--seed", type=int, default=1, help="sampling seed (default 1)")
-    validate.add_argument("--latency-resolution", type=_positive, default=224, metavar="PX",
-                         help="input size latency is priced at (default 224)")
+    validate.add_argument("--samples", type=_positive, help="architectures (default 50)")
+    validate.add_argument("--seed", type=int, help="sampling seed (default 1)")
+    validate.add_argument("--latency-resolution", type=_positive, metavar="PX",
+                          help="input size latency is priced at (default 224)")
     retire(validate, "--resolution", "--latency-resolution (the input size latency is priced at)")
     validate.add_argument("--out", type=Path, default=Path("results/latency"), help="output folder")
     validate.add_argument("--recalibrate", action="store_true",
@@ -184,7 +184,15 @@ def _validate(args: argparse.Namespace) -> None:
     """pixel-cpu: each calibration (or the one named) against its run's published rows; other
     targets: predicted vs measured, every set in one window (:mod:`nas.latency.validate`)."""
     base, calibration = split_target(args.target)
+    # the options of a measured validation, as given (None: MeasuredValidation's default)
+    measured = {"sets": tuple(args.space) if args.space else None, "samples": args.samples, "seed": args.seed,
+                "resolution": args.latency_resolution, "recalibrate": args.recalibrate or None}
     if base == "pixel-cpu":
+        flags = {"sets": "--space", "resolution": "--latency-resolution"}
+        given = [flags.get(name, f"--{name}") for name, value in measured.items() if value is not None]
+        if given:
+            raise NasError(f"{given[0]} applies to a measured target (--target host-cpu or cuda); pixel-cpu, the "
+                           "default, is validated against the published phone measurements")
         from nas.latency.pixel.validate import format_validation, validate_published
 
         names = None if args.calibration is None else [calibration or calibrations.DEFAULT]
@@ -193,9 +201,9 @@ def _validate(args: argparse.Namespace) -> None:
             print(format_validation(rows, summary, ratio_rows))
             print(f"wrote {args.out / name}/validation.csv, validation_summary.csv, ratios.csv, validation.png\n")
         return
-    settings = MeasuredValidation(target=args.target, sets=tuple(args.space), samples=args.samples, seed=args.seed,
-                                  resolution=args.latency_resolution, threads=args.threads,
-                                  table_dir=args.table_dir, force=args.force, recalibrate=args.recalibrate)
+    given = {name: value for name, value in measured.items() if value is not None}
+    settings = MeasuredValidation(target=args.target, threads=args.threads, table_dir=args.table_dir, force=args.force,
+                                  **given)
     validate_measured(settings, args.out)
 
 
