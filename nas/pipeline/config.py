@@ -209,31 +209,34 @@ def _typed(text: str, hint: Any, item: str) -> Any:
     return value
 
 
+def _key_hint(cls: Any, path: Sequence[str], depth: int, item: str) -> Any:
+    """The type of field ``path[depth]`` of ``cls``; an unknown name is refused with the known ones."""
+    hints = get_type_hints(cls)
+    if path[depth] not in hints:
+        known = sorted(hints) + (["calibration"] if cls is PipelineConfig else [])
+        raise NasError(f"override {item}: unknown config key '{'.'.join(path[:depth + 1])}' "
+                       f"(known: {', '.join(known)})")
+    return hints[path[depth]]
+
+
 def _override_hint(path: Sequence[str], item: str) -> Any:
-    """The type of the config key ``path`` (a field of the config, a recipe setting, or ``calibration``)."""
+    """The type of the config key ``path``: a field of a section, a recipe setting, or ``calibration``."""
     if list(path) == ["calibration"]:
         return str | None
     cls: Any = PipelineConfig
-    for depth, part in enumerate(path):
-        where = ".".join(path[:depth + 1])
-        hints = get_type_hints(cls)
-        if part not in hints:
-            known = sorted(hints) + (["calibration"] if cls is PipelineConfig else [])
-            raise NasError(f"override {item}: unknown config key '{where}' (known: {', '.join(known)})")
-        hint, last = hints[part], depth == len(path) - 1
-        if cls is TrainStage and part == "recipe_overrides":
-            if depth != len(path) - 2:
-                raise NasError(f"override {item}: set one recipe setting at a time, e.g. {where}.lr=0.1")
-            cls = Recipe
+    for depth in range(len(path) - 1):
+        hint = _key_hint(cls, path, depth, item)
+        if cls is TrainStage and path[depth] == "recipe_overrides":
+            cls = Recipe  # train.recipe_overrides.lr: typed as the recipe's field
         elif is_dataclass(hint):
-            if last:
-                raise NasError(f"override {item}: '{where}' is a section; set one of its keys ({where}.KEY=VALUE)")
             cls = hint
-        elif not last:
-            raise NasError(f"override {item}: '{where}' holds a value, not keys")
         else:
-            return hint
-    raise AssertionError("unreachable: the loop returns at the last part")
+            raise NasError(f"override {item}: '{'.'.join(path[:depth + 1])}' holds a value, not keys")
+    hint = _key_hint(cls, path, len(path) - 1, item)
+    if is_dataclass(hint) or get_origin(hint) is dict:
+        raise NasError(f"override {item}: '{'.'.join(path)}' is a section; set one of its keys "
+                       f"({'.'.join(path)}.KEY=VALUE)")
+    return hint
 
 
 def parse_overrides(items: Sequence[str]) -> dict[tuple[str, ...], Any]:
