@@ -10,6 +10,9 @@ its help text live in one place (the field), whether a run starts from the comma
 >>> budget = add_options(parser, Budget)
 >>> budget.build(parser.parse_args(["--steps", "7"]))
 Budget(steps=7)
+
+A flag means one thing in every tool (README, "Command-line conventions"); an old spelling whose
+meaning changed stays registered with :func:`retire`, so using it ends in one line naming its successor.
 """
 
 from __future__ import annotations
@@ -35,6 +38,24 @@ def run(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] 
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+class _Retired(argparse.Action):
+    """An option that was renamed: seeing it (with or without a value) ends the run in one line."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, successor: str) -> None:
+        super().__init__(option_strings, argparse.SUPPRESS, nargs="?", default=argparse.SUPPRESS,
+                         help=argparse.SUPPRESS)
+        self.successor = successor
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        raise NasError(f"{self.option_strings[0]} is now {self.successor}")
+
+
+def retire(parser: argparse.ArgumentParser | argparse._ArgumentGroup, flag: str, successor: str) -> None:
+    """Refuse ``flag``, whose meaning changed, with ``error: FLAG is now SUCCESSOR`` (hidden from --help)."""
+    parser.add_argument(flag, action=_Retired, successor=successor)
 
 
 def setting(default: Any, help: str, *, metavar: str | None = None, choices: Iterable[str] | None = None) -> Any:

@@ -1,4 +1,6 @@
+import os
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -6,7 +8,7 @@ import torch
 from PIL import Image
 
 from nas.errors import NasError
-from nas.train.data import Transform, holdout_split, load_classification
+from nas.train.data import Transform, default_loader_workers, holdout_split, load_classification
 
 
 def _image_folder(root, classes=("cat", "dog", "fish"), per_class=6, size=20):
@@ -76,6 +78,38 @@ def test_cifar_python_batches(tmp_path):
     assert data.classes == ("a", "b", "c")
     assert len(data.train) + len(data.val) == 20 and len(data.test) == 5
     assert data.train[0][0].shape == (3, 32, 32)
+
+
+def test_loader_workers_default_to_a_few_for_image_folders_and_none_for_data_in_memory(tmp_path, monkeypatch):
+    from nas.arch import ArchSpec
+    from nas.train.recipes import get_recipe
+    from nas.train.trainer import TrainConfig, _setup
+
+    folder, cifar = tmp_path / "folder", tmp_path / "cifar"
+    _image_folder(folder, per_class=4, size=12)
+    cifar.mkdir()
+    (cifar / "batches.meta").write_bytes(b"")
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert default_loader_workers(folder) == 4  # min(4, 16 - 1): decoding files is worth a few processes
+    assert default_loader_workers("synthetic") == 0 and default_loader_workers(cifar) == 0
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")  # torchrun: 8 processes share the 16 CPUs
+    assert default_loader_workers(folder) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    assert default_loader_workers(folder) == 0
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(3)), raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE")
+    assert load_classification(str(folder), num_workers=None).num_workers == 2
+    assert load_classification(str(folder)).num_workers == 0  # the library's default stays explicit
+    assert load_classification(str(folder), num_workers=1).loader("val", batch_size=2).num_workers == 1
+    tiny = ArchSpec.from_string("stem_k3_s2_c8_relu ir_k3_s2_e16_c8_relu head_c16_relu_d0.0_n3")
+    config = TrainConfig(arch=tiny, recipe=get_recipe("dli14"), data=str(folder), out=tmp_path / "run", epochs=1,
+                         batch_size=4)
+    assert config.num_workers is None
+    run = _setup(config, device="cpu", world=1, rank=0)
+    assert run.loader.num_workers == 2 and run.val_loader.num_workers == 2
+    run = _setup(replace(config, num_workers=0), device="cpu", world=1, rank=0)  # --loader-workers 0
+    assert run.loader.num_workers == 0 and run.val_loader.num_workers == 0
 
 
 @pytest.mark.parametrize("make", ["missing", "empty", "corrupt-cifar"])

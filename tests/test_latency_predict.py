@@ -184,7 +184,7 @@ def test_unknown_target_is_an_error():
 
 @pytest.mark.parametrize("argv, message", [
     (["predict", "--target", "tpu", "mobilenet_v3_large"], "invalid choice: 'tpu'"),
-    (["predict", "no_such_net", "--no-measure"], "no_such_net"),
+    (["predict", "--target", "host-cpu", "no_such_net", "--no-measure"], "no_such_net"),
     (["build", "--threads", "0"], "positive integer"),
     (["build", "--archs", "/no/such/file"], "no such file"),
 ])
@@ -198,7 +198,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
 
 def test_cli_predict_json(tmp_path, capsys):
     _model(tmp_path, [zoo.get("mobilenet_v3_small")], 224)
-    assert main(["predict", "mobilenet_v3_small", "--json", "--no-measure", "--table-dir", str(tmp_path)]) == 0
+    assert main(["predict", "--target", "host-cpu", "mobilenet_v3_small", "--json", "--no-measure", "--table-dir",
+                 str(tmp_path)]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["latency_ms"] == pytest.approx(1.1 * sum(data["per_key"].values()) + 0.5)
     assert data["estimated_keys"] == [] and data["target"] == "host-cpu"

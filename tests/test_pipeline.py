@@ -104,6 +104,60 @@ def test_device_is_an_execution_option_not_a_config_key():
         parse_config(data)
 
 
+def test_overrides_are_typed_by_the_field_and_win_over_the_quick_section():
+    config = load_config(SMALL, quick=True, overrides=[
+        "search.trials=5", "search.proxy.lr=0.2", "search.seed_arch=none", "netadapt.settings.max_proposals=none",
+        "train.recipe_overrides.nesterov=true", "manual_edits=hswish_late,stem_16", "calibration=readme-2018"])
+    assert config.search.trials == 5 and isinstance(config.search.trials, int)
+    assert config.search.proxy.lr == 0.2 and config.search.seed_arch is None
+    assert config.netadapt.settings.max_proposals is None
+    assert config.train.recipe_overrides["nesterov"] is True
+    assert config.train.recipe_overrides["warmup_epochs"] == load_config(SMALL, quick=True).train.recipe_overrides[
+        "warmup_epochs"]  # one recipe key set, the quick section's others kept
+    assert config.manual_edits == ("hswish_late", "stem_16") and config.target == "pixel-cpu:readme-2018"
+    assert load_config(SMALL, overrides=["netadapt.settings.delta_ratio=0.02"]).netadapt.settings.delta_ratio == 0.02
+    assert load_config(SMALL, quick=True) == load_config(SMALL, quick=True, overrides=[])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("search.trails=3", "override search.trails=3: unknown config key 'search.trails' (known: controller, proxy,"),
+    ("colour=red", "unknown config key 'colour'"),
+    ("train.recipe_overrides.speed=2", "unknown config key 'train.recipe_overrides.speed'"),
+    ("search.trials=many", "override search.trials=many: expected an integer"),
+    ("search.proxy.lr=fast", "expected a number"),
+    ("search.proxy.lr=nan", "expected a finite number"),
+    ("train.recipe_overrides.nesterov=maybe", "expected true or false"),
+    ("search=3", "'search' is a section"),
+    ("search.trials.x=3", "'search.trials' holds a value"),
+    ("search.proxy.seed=3", "'search.proxy.seed' is set at the top level"),
+    ("trials", "expected KEY=VALUE"),
+])
+def test_a_bad_override_is_one_line(override, message, tmp_path, capsys):
+    assert run(main, [str(SMALL), override, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
+def test_overrides_are_recorded_and_a_resume_with_other_ones_is_refused(tmp_path, monkeypatch, capsys):
+    import nas.latency.predict
+
+    def stop(*args, **kwargs):
+        raise NasError("stop after the claim")
+
+    monkeypatch.setattr(nas.latency.predict, "get_latency_model", stop)
+    out = tmp_path / "run"
+    assert run(main, [str(SMALL), "--quick", "search.trials=3", "--out", str(out), "train.epochs=2"]) == 2
+    assert "stop after the claim" in capsys.readouterr().err
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["search"]["trials"] == 3 and recorded["train"]["epochs"] == 2
+    assert run(main, [str(SMALL), "--quick", "search.trials=4", "--out", str(out), "train.epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "error: " in err and "(search.trials: 3 there, 4 now)" in err and "stop after the claim" not in err
+    assert run(main, [str(SMALL), "--quick", "train.epochs=2", "search.trials=3", "--out", str(out)]) == 2
+    assert "stop after the claim" in capsys.readouterr().err  # the same overrides resume
+
+
 def test_execution_reaches_the_search_and_netadapt_stages(tmp_path, monkeypatch):
     import nas.netadapt.loop
     import nas.search.runner

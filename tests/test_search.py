@@ -30,8 +30,8 @@ from search_spaces import get_space
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ProxySettings(resolution=8, steps=2, batch_size=16, bn_batches=2, synthetic_train=64, synthetic_val=32,
                      deploy_resolution=64)
-TINY_ARGS = ["--steps", "2", "--resolution", "8", "--batch-size", "16", "--bn-batches", "2", "--latency-resolution", "64",
-             "--latency-target", "10"]
+TINY_ARGS = ["--steps", "2", "--train-resolution", "8", "--batch-size", "16", "--bn-batches", "2",
+             "--latency-resolution", "64", "--latency-target", "10"]
 
 
 @pytest.fixture(scope="module")

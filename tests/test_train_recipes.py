@@ -126,7 +126,7 @@ def test_torchrun_ddp_on_cpu_trains_once_and_reports_once(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "nas.train",
          "--arch", TINY.to_string(), "--data", "synthetic", "--synthetic-train", "128", "--synthetic-val", "32",
-         "--epochs", "1", "--batch-size", "32", "--resolution", "32", "--out", str(out), "--quiet"],
+         "--epochs", "1", "--batch-size", "32", "--train-resolution", "32", "--out", str(out), "--quiet"],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -73,6 +73,11 @@ def test_wheel_install_predicts_pixel_cpu_from_another_folder(venv_python, tmp_p
     assert out["source"].startswith("pixel-cpu: fitted table latency_tables/pixel-cpu (")
     assert str(site) not in out["source"]  # result files get no absolute path of this machine
 
+    # the console script the wheel installs runs the same main (pixel-cpu is the default target)
+    scripted = json.loads(_run([venv_python.parent / "nas-latency", "predict", "mnasnet_a1", "--json"], cwd=tmp_path,
+                               env=env))
+    assert scripted["latency_ms"] == out["latency_ms"] and scripted["target"] == out["target"]
+
     older = json.loads(_run([venv_python, "-m", "nas.latency", "predict", "--target", "pixel-cpu", "--calibration",
                              "readme-2018", "mnasnet_a1", "--json"], cwd=tmp_path, env=env))
     assert older["latency_ms"] == pytest.approx(80.726, abs=1e-3)  # the second calibration ships too

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--latency-resolution", type=int, default=224)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("results/latency"))
     parser.add_argument("--table-dir", type=Path, help="table folder (default latency_tables/host-cpu); a fresh "
@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="refit the calibration on its networks measured alongside each set (validate --recalibrate)")
     args = parser.parse_args(argv)
     settings = MeasuredValidation(target="host-cpu", sets=SETS, samples=args.samples, seed=args.seed,
-                                  resolution=args.resolution, threads=args.threads, table_dir=args.table_dir,
+                                  resolution=args.latency_resolution, threads=args.threads, table_dir=args.table_dir,
                                   recalibrate=args.recalibrate)
     frame = validate_measured(settings, args.out)
     rows = []

@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--arch-seed", type=int, default=7, help="draws the architectures (default 7)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="proxy seeds (default 0 1 2)")
     p.add_argument("--steps", type=int, default=20, help="SGD steps per candidate (default 20)")
-    p.add_argument("--resolution", type=int, default=16, help="proxy resolution (default 16)")
+    p.add_argument("--train-resolution", type=int, default=16, help="proxy training image size (default 16)")
     p.add_argument("--batch", type=int, default=PROXY.batch_size)
     p.add_argument("--lr", type=float, default=PROXY.lr)
     p.add_argument("--val", type=int, default=PROXY.synthetic_val,
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     space = get_space(args.space, num_classes=10)
     rng = np.random.default_rng(args.arch_seed)
     specs = [space.sample(rng) for _ in range(args.archs)]
-    proxy = replace(PROXY, resolution=args.resolution, steps=args.steps, batch_size=args.batch, lr=args.lr,
+    proxy = replace(PROXY, resolution=args.train_resolution, steps=args.steps, batch_size=args.batch, lr=args.lr,
                     synthetic_val=args.val)
     accuracy = np.empty((len(specs), len(args.seeds)))
     start = time.perf_counter()
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
         table.to_csv(args.out / "proxy_noise.csv", index=False)
     print(table.drop(columns="arch").assign(mean=accuracy.mean(axis=1)).round(3).to_string())
     figures = seed_noise(accuracy)
-    print(f"{args.space}, {args.resolution} px, {args.steps} steps, batch {args.batch}, lr {args.lr}, "
+    print(f"{args.space}, {args.train_resolution} px, {args.steps} steps, batch {args.batch}, lr {args.lr}, "
           f"{args.val} val images; {(time.perf_counter() - start) / accuracy.size:.1f} s per evaluation")
     print(f"within-architecture sd {figures['within_sd']:.3f}, between-architecture sd {figures['between_sd']:.3f}, "
           f"signal/noise {figures['signal_to_noise']:.2f}, seed-to-seed Spearman {figures['seed_to_seed_spearman']:.2f}")

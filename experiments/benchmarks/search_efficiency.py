@@ -7,7 +7,7 @@ is an ordinary ``nas.search`` run directory under ``--out``, so its trials can b
 Two accuracy sources (``--accuracy``):
 
 * ``train`` (default): the search's real proxy training on the built-in synthetic task, at a
-  tiny budget (``--steps`` SGD steps at ``--resolution`` px). Honest but noisy: a few steps
+  tiny budget (``--steps`` SGD steps at ``--train-resolution`` px). Honest but noisy: a few steps
   rank architectures weakly, so many trials are needed for a stable comparison.
 * ``surrogate``: a CHEAP STAND-IN, NOT TRAINING. Accuracy is a saturating function of the
   candidate's MAdds at 224 px, ``0.80 - 0.126 * (MAdds / 56M) ** -0.713``, which passes through
@@ -50,7 +50,7 @@ from nas.search.evaluate import Evaluation, ProxySettings, evaluate_candidate
 from nas.search.objectives import Objective
 from nas.search.runner import SearchConfig, run_search
 
-# The benchmark's proxy training; --resolution and --steps set the rest (proxy_noise.py shares it).
+# The benchmark's proxy training; --train-resolution and --steps set the rest (proxy_noise.py shares it).
 PROXY = ProxySettings(batch_size=32, bn_batches=4, synthetic_train=1000, synthetic_val=250)
 SMALL_MADDS, SMALL_TOP1, LARGE_MADDS, LARGE_TOP1, CEILING = 56e6, 0.674, 217e6, 0.752, 0.80
 
@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-target", type=float, default=None,
                    help="T in ms (default: MobileNetV3-Large's predicted latency on the target)")
     p.add_argument("--steps", type=int, default=8, help="train: SGD steps per candidate (default 8)")
-    p.add_argument("--resolution", type=int, default=16, help="train: proxy resolution (default 16)")
+    p.add_argument("--train-resolution", type=int, default=16, help="proxy training image size (default 16)")
     p.add_argument("--workers", type=int, default=0, help="0 = serial in this process (default), else Ray workers")
     p.add_argument("--ppo-batch", type=int, default=4)
     p.add_argument("--population", type=int, default=4)
@@ -114,7 +114,7 @@ def main(argv=None) -> int:
 
     model = get_latency_model(args.target)
     target_ms = args.latency_target or round(model.predict(zoo.get("mobilenet_v3_large")).ms, 2)
-    proxy = replace(PROXY, resolution=args.resolution, steps=args.steps)
+    proxy = replace(PROXY, resolution=args.train_resolution, steps=args.steps)
     evaluator = surrogate_evaluator if args.accuracy == "surrogate" else evaluate_candidate
     objective = Objective(target_ms=target_ms)
     print(f"accuracy: {args.accuracy}; target {args.target}, T = {target_ms} ms; {args.trials} trials x "

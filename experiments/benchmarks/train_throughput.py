@@ -4,7 +4,7 @@ The reference is a straightforward torchvision-style re-implementation of the sa
 written here from the paper's table (its own block and SE classes), so the comparison shows
 whether the spec-driven builder costs anything. Both have the same parameter count (checked).
 
-    python experiments/benchmarks/train_throughput.py [--batch 32] [--resolution 224] [--steps 5]
+    python experiments/benchmarks/train_throughput.py [--batch 32] [--train-resolution 224] [--steps 5]
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def measure(model: nn.Module, batch: int, resolution: int, steps: int) -> tuple[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--train-resolution", type=int, default=224)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     args = parser.parse_args()
@@ -116,14 +116,14 @@ def main() -> None:
     counts = [sum(p.numel() for p in m.parameters()) for m in (ours, reference)]
     if counts[0] != counts[1]:
         raise SystemExit(f"error: parameter counts differ ({counts[0]} vs {counts[1]}): not the same network")
-    print(f"MobileNetV3-Large, {counts[0]:,} params, batch {args.batch}, {args.resolution} px, "
+    print(f"MobileNetV3-Large, {counts[0]:,} params, batch {args.batch}, {args.train_resolution} px, "
           f"{args.threads} threads, {args.steps} timed steps")
     print(f"{'model':<12}{'train img/s':>14}{'infer img/s':>14}")
     # Alternate the two so that load from other processes hits both alike.
     results = {"ours": [], "reference": []}
     for _ in range(2):
         for name, model in (("ours", ours), ("reference", reference)):
-            results[name].append(measure(model, args.batch, args.resolution, args.steps))
+            results[name].append(measure(model, args.batch, args.train_resolution, args.steps))
     for name, runs in results.items():
         train, infer = max(r[0] for r in runs), max(r[1] for r in runs)
         print(f"{name:<12}{train:>14.1f}{infer:>14.1f}")

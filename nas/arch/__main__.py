@@ -45,22 +45,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     show.add_argument("arch", metavar="NAME_OR_SPEC",
                       help=f"a zoo name ({', '.join(zoo.names())}), a spec string, JSON, or a spec file")
     show.add_argument("--width", type=float, default=None, help="width multiplier (zoo names only)")
-    show.add_argument("--resolution", type=int, default=224, help="input resolution for MAdds (default 224)")
+    show.add_argument("--latency-resolution", type=int, default=224, metavar="PX",
+                      help="input size MAdds are counted at, as latency is priced elsewhere (default 224)")
+    cli.retire(show, "--resolution", "--latency-resolution (the input size MAdds and latency are counted at)")
     show.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
 
     from nas.profile import profile
 
     spec = zoo.resolve(args.arch, args.width)
-    stats = profile(spec, args.resolution)
-    table = layer_table(spec, args.resolution)
+    stats = profile(spec, args.latency_resolution)
+    table = layer_table(spec, args.latency_resolution)
     if args.json:
-        print(json.dumps({"params": stats.params, "madds": stats.madds, "resolution": args.resolution,
+        print(json.dumps({"params": stats.params, "madds": stats.madds, "resolution": args.latency_resolution,
                           "arch": spec.to_string(), "spec": spec.to_dict(),
                           "layers": table.to_dict(orient="records")}))
     else:
         print(table.to_string(index=False))
-        print(f"\nparams {stats.params:,}   MAdds {stats.madds / 1e6:.1f}M at {args.resolution}px")
+        print(f"\nparams {stats.params:,}   MAdds {stats.madds / 1e6:.1f}M at {args.latency_resolution}px")
         print(f"arch   {spec.to_string()}")
     return 0
 

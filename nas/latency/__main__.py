@@ -2,8 +2,9 @@
 
 Examples::
 
+    python -m nas.latency predict mnasnet_a1 --latency-resolution 192     # pixel-cpu, the default target
     python -m nas.latency predict --target host-cpu mobilenet_v3_large --json
-    python -m nas.latency build --target host-cpu --space mnasnet --samples 500
+    python -m nas.latency build --space mnasnet --samples 500              # host-cpu: this machine
     python -m nas.latency measure mnasnet_a1
     python -m nas.latency validate --target host-cpu --space mnasnet mobilenetv3 zoo --samples 50 --out results/latency
     python -m nas.latency validate --target pixel-cpu            # every calibration vs its published rows
@@ -19,7 +20,7 @@ from typing import Sequence
 
 from nas import zoo
 from nas.arch import ArchSpec
-from nas.cli import run
+from nas.cli import retire, run
 from nas.errors import NasError
 from nas.latency.keys import decompose
 from nas.latency.measure import MEASURABLE_TARGETS, Protocol, build_table, measure_networks
@@ -43,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser, targets: Sequence[str]) -> None:
-        p.add_argument("--target", choices=targets, default="host-cpu", help="latency target (default host-cpu)")
+        default = "pixel-cpu" if "pixel-cpu" in targets else "host-cpu"
+        why = "" if default == "pixel-cpu" else ": only this machine can be measured"
+        p.add_argument("--target", choices=targets, default=default, help=f"latency target (default {default}{why})")
         add_calibration_option(p, default_text=f"{calibrations.DEFAULT}; validate: every calibration")
         p.add_argument("--threads", type=_positive, default=1, help="CPU threads for host-cpu (default 1)")
         p.add_argument("--table-dir", type=Path, help="table folder (default $LATENCY_NAS_TABLES/<target> if set, else "
@@ -57,35 +60,44 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--archs", type=Path, help="file with one NAME_OR_SPEC per line")
     build.add_argument("--samples", type=_positive, default=500, help="archs sampled from --space (default 500)")
     build.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    build.add_argument("--resolution", type=_positive, default=224, help="input size (default 224)")
+    build.add_argument("--latency-resolution", type=_positive, default=224, metavar="PX",
+                       help="input size latency is priced at (default 224)")
+    retire(build, "--resolution", "--latency-resolution (the input size latency is priced at)")
     build.add_argument("--recalibrate", action="store_true", help="refit the whole-network calibration")
 
     predict = sub.add_parser("predict", help="predict one network's latency (builds missing host-cpu keys)")
     common(predict, TARGETS)
     predict.add_argument("arch", metavar="NAME_OR_SPEC", help="zoo name, spec string, JSON or spec file")
     predict.add_argument("--width", type=float, help="width multiplier (zoo names only)")
-    predict.add_argument("--resolution", type=_positive, default=224, help="input size (default 224)")
+    predict.add_argument("--latency-resolution", type=_positive, default=224, metavar="PX",
+                         help="input size latency is priced at (default 224)")
+    retire(predict, "--resolution", "--latency-resolution (the input size latency is priced at)")
     predict.add_argument("--json", action="store_true", help="print JSON (latency_ms, per_key, ...)")
     predict.add_argument("--no-measure", action="store_true", help="fail instead of measuring missing keys")
 
     measure = sub.add_parser("measure", help="measure one network end to end (same protocol as the table)")
     measure.add_argument("arch", metavar="NAME_OR_SPEC", help="zoo name, spec string, JSON or spec file")
-    measure.add_argument("--target", choices=MEASURABLE_TARGETS, default="host-cpu", help="default host-cpu")
+    measure.add_argument("--target", choices=MEASURABLE_TARGETS, default="host-cpu",
+                         help="default host-cpu: only this machine can be measured")
     add_calibration_option(measure)
     measure.add_argument("--threads", type=_positive, default=1, help="CPU threads (default 1)")
     measure.add_argument("--width", type=float, help="width multiplier (zoo names only)")
-    measure.add_argument("--resolution", type=_positive, default=224, help="input size (default 224)")
+    measure.add_argument("--latency-resolution", type=_positive, default=224, metavar="PX",
+                         help="input size latency is priced at (default 224)")
+    retire(measure, "--resolution", "--latency-resolution (the input size latency is priced at)")
     measure.add_argument("--json", action="store_true", help="print JSON")
 
     validate = sub.add_parser("validate", help="predicted vs measured latency of random archs, or (pixel-cpu) vs the "
                                                "published rows of each calibration's run (CSV + PNG)")
     common(validate, TARGETS)
-    validate.add_argument("--space", choices=SETS, nargs="+", default=["mnasnet"],
+    validate.add_argument("--space", choices=SETS, nargs="+",
                           help="sample from these spaces, or take every zoo network (default mnasnet); several "
                                "sets are measured in one window: one table build, one interleaved network sweep")
-    validate.add_argument("--samples", type=_positive, default=50, help="architectures (default 50)")
-    validate.add_argument("--seed", type=int, default=1, help="sampling seed (default 1)")
-    validate.add_argument("--resolution", type=_positive, default=224, help="input size (default 224)")
+    validate.add_argument("--samples", type=_positive, help="architectures (default 50)")
+    validate.add_argument("--seed", type=int, help="sampling seed (default 1)")
+    validate.add_argument("--latency-resolution", type=_positive, metavar="PX",
+                          help="input size latency is priced at (default 224)")
+    retire(validate, "--resolution", "--latency-resolution (the input size latency is priced at)")
     validate.add_argument("--out", type=Path, default=Path("results/latency"), help="output folder")
     validate.add_argument("--recalibrate", action="store_true",
                           help="build the calibration networks' keys and time them in the same window as the validated "
@@ -126,7 +138,7 @@ def _build(args: argparse.Namespace) -> None:
         specs += sample_space(args.space, args.samples, args.seed)
     if args.archs:
         specs += _read_archs(args.archs)
-    keys = list(dict.fromkeys(str(k) for spec in specs for k in decompose(spec, args.resolution)))
+    keys = list(dict.fromkeys(str(k) for spec in specs for k in decompose(spec, args.latency_resolution)))
     build_table(keys, table_dir, target=args.target, protocol=Protocol(threads=args.threads), force=args.force)
     model = get_latency_model(args.target, table_dir=table_dir, force=args.force, threads=args.threads)
     if args.recalibrate:
@@ -140,24 +152,25 @@ def _predict(args: argparse.Namespace) -> None:
     spec = zoo.resolve(args.arch, args.width)
     model = get_latency_model(args.target, table_dir=args.table_dir, measure_missing=not args.no_measure,
                               force=args.force, threads=args.threads)
-    prediction = model.predict(spec, args.resolution)
+    prediction = model.predict(spec, args.latency_resolution)
     if args.json:
-        print(json.dumps({"target": args.target, "resolution": args.resolution, "latency_ms": prediction.ms,
+        print(json.dumps({"target": args.target, "resolution": args.latency_resolution,
+                          "latency_ms": prediction.ms,
                           "per_key": prediction.per_key, "estimated_keys": list(prediction.estimated_keys),
                           "source": prediction.source, "arch": spec.to_string()}, indent=2))
         return
     for key, ms in prediction.per_key.items():
         print(f"{ms:9.3f} ms  {key}{'  (estimated)' if key in prediction.estimated_keys else ''}")
-    print(f"{prediction.ms:9.3f} ms  total ({args.target}, {args.resolution}px; {prediction.source})")
+    print(f"{prediction.ms:9.3f} ms  total ({args.target}, {args.latency_resolution}px; {prediction.source})")
 
 
 def _measure(args: argparse.Namespace) -> None:
     spec = zoo.resolve(args.arch, args.width)
     protocol = Protocol(threads=args.threads)
-    timing = measure_networks([spec], args.resolution, target=args.target, protocol=protocol)[0]
-    wall = measure_networks([spec], args.resolution, target=args.target,
+    timing = measure_networks([spec], args.latency_resolution, target=args.target, protocol=protocol)[0]
+    wall = measure_networks([spec], args.latency_resolution, target=args.target,
                             protocol=Protocol(threads=args.threads, clock="wall"), progress=False)[0]
-    result = {"target": args.target, "resolution": args.resolution, "latency_ms": timing.ms,
+    result = {"target": args.target, "resolution": args.latency_resolution, "latency_ms": timing.ms,
               "spread_ms": timing.spread_ms, "samples": timing.n, "clock": protocol.clock_for(args.target),
               "wall_clock_ms": wall.ms}
     if args.json:
@@ -171,7 +184,15 @@ def _validate(args: argparse.Namespace) -> None:
     """pixel-cpu: each calibration (or the one named) against its run's published rows; other
     targets: predicted vs measured, every set in one window (:mod:`nas.latency.validate`)."""
     base, calibration = split_target(args.target)
+    # the options of a measured validation, as given (None: MeasuredValidation's default)
+    measured = {"sets": tuple(args.space) if args.space else None, "samples": args.samples, "seed": args.seed,
+                "resolution": args.latency_resolution, "recalibrate": args.recalibrate or None}
     if base == "pixel-cpu":
+        flags = {"sets": "--space", "resolution": "--latency-resolution"}
+        given = [flags.get(name, f"--{name}") for name, value in measured.items() if value is not None]
+        if given:
+            raise NasError(f"{given[0]} applies to a measured target (--target host-cpu or cuda); pixel-cpu, the "
+                           "default, is validated against the published phone measurements")
         from nas.latency.pixel.validate import format_validation, validate_published
 
         names = None if args.calibration is None else [calibration or calibrations.DEFAULT]
@@ -180,9 +201,9 @@ def _validate(args: argparse.Namespace) -> None:
             print(format_validation(rows, summary, ratio_rows))
             print(f"wrote {args.out / name}/validation.csv, validation_summary.csv, ratios.csv, validation.png\n")
         return
-    settings = MeasuredValidation(target=args.target, sets=tuple(args.space), samples=args.samples, seed=args.seed,
-                                  resolution=args.resolution, threads=args.threads, table_dir=args.table_dir,
-                                  force=args.force, recalibrate=args.recalibrate)
+    given = {name: value for name, value in measured.items() if value is not None}
+    settings = MeasuredValidation(target=args.target, threads=args.threads, table_dir=args.table_dir, force=args.force,
+                                  **given)
     validate_measured(settings, args.out)
 
 

@@ -13,7 +13,7 @@ import torch
 
 from nas import zoo
 from nas.arch import ArchSpec
-from nas.cli import add_options, run
+from nas.cli import add_options, retire, run
 from nas.cluster import probe
 from nas.errors import NasError
 from nas.latency.options import add_calibration_option
@@ -49,8 +49,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, LatencyT
                              "(default: train the seed for --pretrain-steps)")
     parser.add_argument("--target", choices=TARGETS, default="pixel-cpu", help="latency model (default: pixel-cpu)")
     add_calibration_option(parser)
-    parser.add_argument("--resolution", type=int, default=224, metavar="PX",
+    parser.add_argument("--latency-resolution", type=int, default=224, metavar="PX",
                         help="input size the latency is predicted at (default: 224)")
+    retire(parser, "--resolution", "--latency-resolution (the input size latency is predicted at); fine-tuning "
+                                   "uses --train-resolution")
     target = add_options(parser.add_mutually_exclusive_group(required=True), LatencyTarget,
                          names={"ms": "latency_ms", "ratio": "latency_ratio"})
     settings = add_options(parser, Settings, overrides={"pretrain_steps": {"help": (
@@ -60,8 +62,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, LatencyT
                 overrides={"device": {"type": check_device, "default": default_device(),
                                       "help": "training device (default: cuda if available, else cpu)"}})
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="K",
-                        help="proposals fine-tuned in parallel on a local Ray; 1 runs in this process; with "
-                             "--ray-address the cluster's CPUs decide (default: number of CPUs)")
+                        help="proposals fine-tuned in parallel on a local Ray; 0 or 1: one at a time in this "
+                             "process; with --ray-address the cluster's CPUs decide (default: number of CPUs)")
     parser.add_argument("--ray-address", metavar="ADDRESS",
                         help="fine-tune the proposals on this Ray cluster (nas, and --data unless synthetic, "
                              "must be on its nodes; default: a local Ray of --workers CPUs)")
@@ -98,16 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.target = resolve_target(args.target, args.calibration)
     seed = zoo.resolve(args.arch, num_classes=open_data(training).num_classes)
     state = read_weights(args.checkpoint, seed) if args.checkpoint else None
-    if args.workers < 1:
-        raise NasError(f"--workers must be at least 1, got {args.workers}")
+    if args.workers < 0:
+        raise NasError(f"--workers must be 0 or more, got {args.workers}")
     if args.ray_address:
         probe(args.ray_address)
-    identity = {"target": args.target, "resolution": args.resolution,
+    identity = {"target": args.target, "resolution": args.latency_resolution,
                 "checkpoint": str(args.checkpoint.resolve()) if args.checkpoint else None}
     try:
-        result = netadapt(seed, target=target, latency=latency_function(args.target, args.resolution),
-                          training=training, settings=settings, out=args.out, seed_state=state, workers=args.workers,
-                          ray_address=args.ray_address, progress=not args.quiet, identity=identity)
+        result = netadapt(seed, target=target, latency=latency_function(args.target, args.latency_resolution),
+                          training=training, settings=settings, out=args.out, seed_state=state,
+                          workers=max(1, args.workers), ray_address=args.ray_address, progress=not args.quiet,
+                          identity=identity)
     finally:
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
             sys.modules["ray"].shutdown()

@@ -19,6 +19,9 @@ from nas.train.device import check_device, default_device
 EXAMPLE = """examples:
   python -m nas.pipeline experiments/mobilenetv3_small.yaml --quick       (minutes on 2 cores)
   python -m nas.pipeline experiments/mobilenetv3_small_cifar10.yaml --data cifar10_jpg --out runs/small  (train/ + test/)
+  python -m nas.pipeline experiments/mobilenetv3_small.yaml search.trials=64 netadapt.settings.delta_ratio=0.02
+KEY=VALUE sets one key of the config (dotted as in the YAML, typed by it) over the file and its quick section;
+the run records them in config.json like the rest, so a resume must give the same ones.
 rerun the same command with the same --out to resume: finished stages are skipped.
 --report-only redraws report.md and every figure of a finished run from its records (its config.json), training nothing:
   python -m nas.pipeline --out experiments/results/mobilenetv3_small_cifar10 --report-only"""
@@ -33,6 +36,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("config", type=Path, nargs="?",
                         help="pipeline config (YAML), e.g. experiments/mobilenetv3_small.yaml (with --report-only: "
                              "optional, checked against the run's)")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                        help="config keys to change, e.g. search.trials=64 train.recipe_overrides.lr=0.1 "
+                             "search.seed_arch=none")
     parser.add_argument("--quick", action="store_true",
                         help="apply the config's 'quick' section: tiny budgets, a few minutes on 2 cores")
     parser.add_argument("--out", type=Path, metavar="DIR",
@@ -48,12 +54,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--report-only", action="store_true",
                         help="run no stage: redraw report.md and the figures of the finished run in --out from its "
                              "records and its config.json")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may follow options: CONFIG --quick KEY=VALUE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    config = with_data(load_config(args.config, quick=args.quick), args.data) if args.config else None
+    if args.config is not None and "=" in args.config.name and not args.config.is_file():
+        raise NasError(f"give the pipeline config (YAML) first, then KEY=VALUE overrides (got {args.config})")
+    config = (with_data(load_config(args.config, quick=args.quick, overrides=args.overrides), args.data)
+              if args.config else None)
     if args.report_only:
         if args.out is None:
             raise NasError("--report-only needs --out, the directory of a finished run")

@@ -3,13 +3,18 @@
 A config names the stages of one experiment: ``search`` (or a fixed ``seed_arch``),
 ``manual_edits``, ``netadapt``, ``train``. Its ``quick`` section holds the same keys again with
 small budgets; ``--quick`` merges it over the rest, so the quick path is data, not code.
+``KEY=VALUE`` overrides on the command line (``search.trials=64``) go over both, each value
+read as its field's type, and are part of the config a run records.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import types
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, TypeVar, get_type_hints
+from typing import Any, Sequence, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -19,6 +24,7 @@ from nas.netadapt.loop import Settings
 from nas.search.evaluate import ProxySettings
 from nas.train.device import default_device
 from nas.train.proxy import ProxyTraining
+from nas.train.recipes import Recipe
 from nas.train.trainer import TrainConfig
 
 
@@ -179,6 +185,100 @@ def _refuse_moved_and_shared(section: dict) -> None:
                            "python -m nas.pipeline")
 
 
+# ------------------------------------------------------------------ KEY=VALUE overrides
+
+_TRUE, _FALSE = ("true", "yes", "on", "1"), ("false", "no", "off", "0")
+
+
+def _typed(text: str, hint: Any, item: str) -> Any:
+    """``text`` read as a value of the type ``hint`` (int, float, bool, str, a tuple of names, or None)."""
+    kinds = [a for a in get_args(hint) if a is not type(None)] if get_origin(hint) in (Union, types.UnionType) \
+        else [hint]
+    if len(kinds) != len(get_args(hint)) and text.lower() in ("none", "null"):
+        return None
+    kind = kinds[0]
+    if get_origin(kind) is tuple:
+        return [name.strip() for name in text.split(",") if name.strip()]
+    if kind is bool:
+        if text.lower() in _TRUE + _FALSE:
+            return text.lower() in _TRUE
+        raise NasError(f"override {item}: expected true or false")
+    if kind is str:
+        return text
+    try:
+        value = kind(text)
+    except (TypeError, ValueError):
+        raise NasError(f"override {item}: expected {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and not math.isfinite(value):
+        raise NasError(f"override {item}: expected a finite number")
+    return value
+
+
+def _key_hint(cls: Any, path: Sequence[str], depth: int, item: str) -> Any:
+    """The type of field ``path[depth]`` of ``cls``; an unknown name is refused with the known ones."""
+    hints = get_type_hints(cls)
+    if path[depth] not in hints:
+        known = sorted(hints) + (["calibration"] if cls is PipelineConfig else [])
+        raise NasError(f"override {item}: unknown config key '{'.'.join(path[:depth + 1])}' "
+                       f"(known: {', '.join(known)})")
+    return hints[path[depth]]
+
+
+def _override_hint(path: Sequence[str], item: str) -> Any:
+    """The type of the config key ``path``: a field of a section, a recipe setting, or ``calibration``."""
+    if list(path) == ["calibration"]:
+        return str | None
+    cls: Any = PipelineConfig
+    for depth in range(len(path) - 1):
+        hint = _key_hint(cls, path, depth, item)
+        if cls is TrainStage and path[depth] == "recipe_overrides":
+            cls = Recipe  # train.recipe_overrides.lr: typed as the recipe's field
+        elif is_dataclass(hint):
+            cls = hint
+        else:
+            raise NasError(f"override {item}: '{'.'.join(path[:depth + 1])}' holds a value, not keys")
+    hint = _key_hint(cls, path, len(path) - 1, item)
+    if is_dataclass(hint) or get_origin(hint) is dict:
+        raise NasError(f"override {item}: '{'.'.join(path)}' is a section; set one of its keys "
+                       f"({'.'.join(path)}.KEY=VALUE)")
+    return hint
+
+
+def parse_overrides(items: Sequence[str]) -> dict[tuple[str, ...], Any]:
+    """``["search.trials=64", ...]`` as {key path: value typed by the config field it sets}.
+
+    >>> parse_overrides(["search.trials=64", "netadapt.settings.max_proposals=none"])
+    {('search', 'trials'): 64, ('netadapt', 'settings', 'max_proposals'): None}
+    """
+    changes = {}
+    for item in items:
+        key, equals, text = item.partition("=")
+        if not equals or not key:
+            raise NasError(f"expected KEY=VALUE (e.g. search.trials=64), got {item!r}")
+        path = tuple(key.split("."))
+        changes[path] = _typed(text, _override_hint(path, item), item)
+    return changes
+
+
+def _with_changes(data: dict, changes: dict[tuple[str, ...], Any]) -> dict:
+    """``data`` (a parsed YAML mapping) with each key path set to its value, sections made as needed."""
+    data = copy.deepcopy(data)
+    for path, value in changes.items():
+        node = data
+        for part in path[:-1]:
+            node[part] = dict(node[part]) if isinstance(node.get(part), dict) else {}
+            node = node[part]
+        node[path[-1]] = value
+    return data
+
+
+def _with_target(data: dict) -> dict:
+    """A ``calibration:`` key (pixel-cpu) folded into ``target`` (``pixel-cpu:readme-2018``)."""
+    data = dict(data)
+    data["target"] = resolve_target(data.get("target", "pixel-cpu"), data.pop("calibration", None))
+    return data
+
+
 def with_shared(config: PipelineConfig, settings: T, **execution: Any) -> T:
     """A stage's settings with the top-level values every stage shares filled in (and ``execution``'s)."""
     names = {f.name for f in fields(settings)}
@@ -186,23 +286,27 @@ def with_shared(config: PipelineConfig, settings: T, **execution: Any) -> T:
                    **execution)
 
 
-def parse_config(data: dict, *, quick: bool = False, source: str = "config") -> PipelineConfig:
-    """The config from a parsed YAML mapping; ``quick`` merges its ``quick`` section over the rest.
+def parse_config(data: dict, *, quick: bool = False, source: str = "config",
+                 overrides: Sequence[str] = ()) -> PipelineConfig:
+    """The config from a parsed YAML mapping; ``quick`` merges its ``quick`` section over the rest,
+    and ``overrides`` (``KEY=VALUE``, see :func:`parse_overrides`) go over both.
     A ``calibration:`` key (pixel-cpu) is folded into ``target`` (``pixel-cpu:readme-2018``)."""
+    changes = parse_overrides(overrides)
     data = dict(data)
-    data["target"] = resolve_target(data.get("target", "pixel-cpu"), data.pop("calibration", None))
     shrink = data.pop("quick", {}) or {}
     if not isinstance(shrink, dict):
         raise NasError(f"{source}: 'quick' must be a mapping")
+    data = _with_changes(data, changes)
     for section in (data, shrink):
         _refuse_moved_and_shared(section)
-    full = _build(PipelineConfig, data, "")
-    small = _build(PipelineConfig, _merge(data, shrink), "quick.")  # a typo in quick fails without --quick too
+    full = _build(PipelineConfig, _with_target(data), "")
+    # a typo in quick fails without --quick too
+    small = _build(PipelineConfig, _with_target(_with_changes(_merge(data, shrink), changes)), "quick.")
     return small if quick else full
 
 
-def load_config(path: Path, *, quick: bool = False) -> PipelineConfig:
-    return parse_config(read_yaml(path), quick=quick, source=str(path))
+def load_config(path: Path, *, quick: bool = False, overrides: Sequence[str] = ()) -> PipelineConfig:
+    return parse_config(read_yaml(path), quick=quick, source=str(path), overrides=overrides)
 
 
 def read_run_config(out: Path) -> PipelineConfig:

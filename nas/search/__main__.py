@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from nas.cli import run
+from nas.cli import retire, run
 from nas.cluster import probe
 from nas.errors import NasError
 from nas.latency.options import add_calibration_option
@@ -30,7 +30,7 @@ EPILOG = """\
 examples:
   python -m nas.search --target pixel-cpu                        # small default search, a few minutes
   python -m nas.search --target pixel-cpu --controller nsga2 --trials 40 --out runs/front
-  python -m nas.search --target host-cpu --data cifar10_jpg/train --steps 200 --out runs/cifar
+  python -m nas.search --target host-cpu --data cifar10_jpg/train --steps 200 --train-resolution 32 --out runs/cifar
   python -m nas.search --controller tpe --storage postgresql://USER:PASSWORD@HOST/DB --out runs/tpe-a
 
 Rerunning a command with the same --out resumes it: finished trials are kept, open ones are
@@ -76,7 +76,10 @@ def _parser() -> argparse.ArgumentParser:
                                                        "python-batches directory")
     g.add_argument("--epochs", type=float, default=1.0, help="epochs of proxy training per candidate (default 1)")
     g.add_argument("--steps", type=int, help="SGD steps per candidate (replaces --epochs)")
-    g.add_argument("--resolution", type=int, default=32, help="proxy training resolution (default 32)")
+    g.add_argument("--train-resolution", type=int, default=32, metavar="PX",
+                   help="image size of the proxy training and scoring (default 32)")
+    retire(g, "--resolution", "--train-resolution (the proxy training image size); latency is priced at "
+                              "--latency-resolution")
     g.add_argument("--batch-size", type=int, default=64, help="proxy training batch size (default 64)")
     g.add_argument("--bn-batches", type=int, default=20,
                    help="training batches that re-estimate BatchNorm statistics after training (default 20)")
@@ -88,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("execution and outputs")
     g.add_argument("--workers", type=int, default=os.cpu_count() or 1,
-                   help="parallel trials on Ray (default: one per core); 0 = in this process without Ray")
+                   help="trials evaluated in parallel on Ray (default: one per core); 0 = one at a time in this "
+                        "process, without Ray")
     g.add_argument("--ray-address", help="an existing Ray cluster (nas must be installed on its nodes)")
     g.add_argument("--out", type=Path, help="run directory (default runs/<timestamp>)")
     g.add_argument("--storage", help="Optuna storage URL (any SQLAlchemy URL, e.g. postgresql://USER:PASSWORD@HOST/DB "
@@ -132,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         probe(args.ray_address)
     if args.latency_target is not None and not args.latency_target > 0:
         raise NasError(f"--latency-target must be a positive number of ms, got {args.latency_target}")
-    proxy = ProxySettings(data=args.data, resolution=args.resolution, epochs=args.epochs, steps=args.steps,
+    proxy = ProxySettings(data=args.data, resolution=args.train_resolution, epochs=args.epochs, steps=args.steps,
                           batch_size=args.batch_size, bn_batches=args.bn_batches, lr=args.lr,
                           val_fraction=args.val_fraction, seed=args.seed, deploy_resolution=args.latency_resolution,
                           device=args.device)

@@ -4,10 +4,10 @@ Examples::
 
     python -m nas.train --arch mobilenet_v3_small --data synthetic --epochs 5 --batch-size 64 --out runs/v3s
     python -m nas.train --arch mobilenet_v3_large --data ~/imagenet --recipe mobilenetv3 --epochs 350 \\
-        --batch-size 256 --resolution 224 --out runs/v3l          # add --resume after an interruption
+        --batch-size 256 --train-resolution 224 --out runs/v3l          # add --resume after an interruption
     torchrun --nproc_per_node 8 -m nas.train ...                    # DDP; --batch-size is the global batch
     python -m nas.train --task segmentation --arch mobilenet_v3_large --data ~/cityscapes \\
-        --resolution 512 --output-stride 16 --reduced-tail --batch-size 16 --epochs 100 --out runs/seg
+        --train-resolution 512 --output-stride 16 --reduced-tail --batch-size 16 --epochs 100 --out runs/seg
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Sequence
 
 from nas import zoo
-from nas.cli import Options, add_options, run
+from nas.cli import Options, add_options, retire, run
+from nas.errors import NasError
 from nas.train.device import check_device
 from nas.train.recipes import RECIPES, get_recipe
 from nas.train.trainer import TrainConfig, fit
@@ -39,15 +40,17 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Options]
     parser.add_argument("--epochs", type=int, help="default: the recipe's (350 / 150)")
     parser.add_argument("--lr", type=float, help="peak learning rate at the recipe's reference batch")
     parser.add_argument("--label-smoothing", type=float, help="override the recipe's label smoothing")
-    parser.add_argument("--resolution", type=int,
-                        help="input size (classification default: 32 for synthetic/CIFAR-size data, 224 else; "
-                             "segmentation: the square training crop, default 512)")
+    parser.add_argument("--train-resolution", type=int, metavar="PX",
+                        help="training image size (classification default: 32 for synthetic/CIFAR-size data, "
+                             "224 else; segmentation: the square training crop, default 512)")
+    retire(parser, "--resolution", "--train-resolution (the training image size)")
+    retire(parser, "--workers", "--loader-workers (DataLoader worker processes)")
     parser.add_argument("--out", type=Path, required=True, help="run directory (checkpoint, metrics, plot)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     parser.add_argument("--device", type=check_device, help="cpu | cuda[:N] (default: cuda when available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     config = add_options(parser, TrainConfig, skip=("arch", "recipe", "data", "out", "epochs", "resolution"),
-                         names={"num_workers": "workers"})
+                         names={"num_workers": "loader_workers"})
     return parser.parse_args(argv), config
 
 
@@ -61,10 +64,12 @@ def _default_resolution(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, options = parse_args(argv)
+    if args.loader_workers is not None and args.loader_workers < 0:
+        raise NasError(f"--loader-workers must be 0 or more, got {args.loader_workers}")
     recipe = get_recipe(args.recipe).with_overrides(lr=args.lr, label_smoothing=args.label_smoothing)
     config = options.build(args, arch=zoo.resolve(args.arch, args.width), recipe=recipe, data=args.data,
                            out=args.out, epochs=args.epochs or recipe.epochs,
-                           resolution=args.resolution or _default_resolution(args))
+                           resolution=args.train_resolution or _default_resolution(args))
     result = fit(config, resume=args.resume, progress=not args.quiet, device=args.device)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
-from nas.train.data import MEAN, STD, DataError
+from nas.train.data import MEAN, STD, DataError, default_loader_workers
 from nas.train.segmentation import IGNORE_INDEX
 
 # The benchmark's evaluated classes: (labelId, trainId, name); every other labelId is ignored.
@@ -131,12 +131,12 @@ class SegmentationData:
 
 
 def load_cityscapes(root: str | Path, *, crop: int = 512, eval_scale: float = 1.0,
-                    num_workers: int = 0) -> SegmentationData:
-    """Open a Cityscapes-layout root (``train`` and ``val`` splits)."""
+                    num_workers: int | None = 0) -> SegmentationData:
+    """Open a Cityscapes-layout root (``train`` and ``val`` splits); ``num_workers`` None: as for an ImageFolder."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: no such dataset directory")
     return SegmentationData(
         train=CityscapesSegmentation(find_pairs(root, "train"), train=True, crop=crop),
         val=CityscapesSegmentation(find_pairs(root, "val"), train=False, crop=crop, eval_scale=eval_scale),
-        num_workers=num_workers)
+        num_workers=default_loader_workers(root) if num_workers is None else num_workers)

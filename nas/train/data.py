@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +228,23 @@ class Split(Dataset):
 
 # ------------------------------------------------------------------ the loader entry point
 
+# Decoding JPEGs keeps a GPU (or the training process) waiting; a few worker processes hide it.
+MAX_LOADER_WORKERS = 4
+
+
+def default_loader_workers(source: str | Path) -> int:
+    """DataLoader workers for ``source`` when none are asked for: ``min(4, CPUs - 1)`` for image
+    files read and decoded from disk (an ImageFolder, Cityscapes), 0 for images already in
+    memory (``synthetic``, CIFAR-10 batches), where another process only adds copying.
+
+    The CPUs are this process's share: ``torchrun`` starts ``LOCAL_WORLD_SIZE`` of them per machine.
+    """
+    if str(source) == "synthetic" or _is_cifar(Path(source).expanduser()):
+        return 0
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(MAX_LOADER_WORKERS, share - 1))
+
 
 @dataclass(frozen=True)
 class ClassificationData:
@@ -255,7 +273,7 @@ class ClassificationData:
 
 def load_classification(source: str, *, resolution: int = 32, val_fraction: float = 0.1, seed: int = 0,
                         synthetic_train: int = 2000, synthetic_val: int = 500,
-                        num_workers: int = 0) -> ClassificationData:
+                        num_workers: int | None = 0) -> ClassificationData:
     """Open ``source``: ``"synthetic"``, an ImageFolder directory or a CIFAR-10 python-batches directory.
 
     >>> data = load_classification("synthetic", synthetic_train=100, synthetic_val=20)
@@ -264,8 +282,11 @@ def load_classification(source: str, *, resolution: int = 32, val_fraction: floa
 
     ImageFolder: a root holding ``train/`` (and optionally ``test/`` or ``val/``, used as the
     test set), or a root of class folders; classes are the sorted folder names. The validation
-    split is ``val_fraction`` of train per class, chosen by ``seed``.
+    split is ``val_fraction`` of train per class, chosen by ``seed``. ``num_workers`` None picks
+    :func:`default_loader_workers` for ``source``.
     """
+    if num_workers is None:
+        num_workers = default_loader_workers(source)
     if resolution < 8:
         raise DataError(f"resolution must be at least 8, got {resolution}")
     if not 0 < val_fraction < 1:
@@ -285,7 +306,7 @@ def load_classification(source: str, *, resolution: int = 32, val_fraction: floa
     root = Path(source).expanduser()
     if not root.is_dir():
         raise DataError(f"{source}: no such dataset directory (give a path or 'synthetic')")
-    if (root / "batches.meta").is_file() or (root / "data_batch_1").is_file():
+    if _is_cifar(root):
         train_src, test_src, classes = _read_cifar(root)
         train_tf, eval_tf = Transform(resolution, True, "pad-crop"), Transform(resolution, False, "pad-crop")
     else:
@@ -301,6 +322,10 @@ def load_classification(source: str, *, resolution: int = 32, val_fraction: floa
         val=Split(train_src, val_idx, eval_tf),
         test=None if test_src is None else Split(test_src, range(len(test_src)), eval_tf),
         num_classes=len(classes), resolution=resolution, classes=tuple(classes), num_workers=num_workers)
+
+
+def _is_cifar(root: Path) -> bool:
+    return (root / "batches.meta").is_file() or (root / "data_batch_1").is_file()
 
 
 def holdout_split(labels: Sequence[int], *, fraction: float, seed: int) -> tuple[list[int], list[int]]:

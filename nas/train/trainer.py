@@ -32,8 +32,8 @@ from nas.arch import ArchSpec
 from nas.cli import setting
 from nas.errors import NasError
 from nas.model import build_model
-from nas.train.cityscapes import load_cityscapes
-from nas.train.data import load_classification
+from nas.train.cityscapes import SegmentationData, load_cityscapes
+from nas.train.data import ClassificationData, load_classification
 from nas.train.device import default_device
 from nas.train.ema import ModelEma, ema_decay
 from nas.train.loop import DivergedError, check_loss, evaluate
@@ -75,6 +75,7 @@ class Task(Protocol):
     """What differs between training tasks: data, network, loss and evaluation."""
 
     spec: ArchSpec  # the network as trained (the head set to the data's classes, a reduced tail...)
+    data: ClassificationData | SegmentationData  # its num_workers serve every loader of the run
 
     def build(self) -> nn.Module: ...
 
@@ -179,7 +180,8 @@ class TrainConfig:
     resolution: int = 32
     task: str = setting("classification", "what the network learns", choices=TASKS)
     seed: int = setting(0, "initial weights, data split and batch order")
-    num_workers: int = setting(0, "DataLoader worker processes")
+    num_workers: int | None = setting(None, "DataLoader worker processes (default: min(4, CPUs - 1) for image "
+                                            "folders, 0 for synthetic data and CIFAR-10 batches)", metavar="N")
     segmentation_head: str = setting("lraspp", "segmentation head", choices=HEADS)
     output_stride: int = setting(16, "segmentation: the backbone's output stride", choices=(8, 16))
     reduced_tail: bool = setting(False, "halve the last stage (segmentation)")
@@ -336,7 +338,7 @@ def _setup(config: TrainConfig, *, device: str, world: int, rank: int) -> _Run:
     generator = torch.Generator()
     loader = DataLoader(train_set, batch_size=per_process, shuffle=sampler is None, sampler=sampler,
                         generator=generator, drop_last=len(train_set) >= per_process * world,
-                        num_workers=config.num_workers, pin_memory=device.startswith("cuda"))
+                        num_workers=task.data.num_workers, pin_memory=device.startswith("cuda"))
     if len(loader) == 0:
         raise NasError(f"the training set ({len(train_set)} images) is smaller than one batch")
     return _Run(config=config, task=task, model=model, optimizer=optimizer, ema=ema, norms=norms,
