@@ -5,10 +5,11 @@ short-term steps, a fixed seed and a fixed number of proposals per iteration) an
 phase by wrapping the library's own functions from outside, so the same script measures an older
 checkout unchanged (run it from that checkout's root). Phase times are exclusive: a BN
 recalibration inside the fine-tuning steps counts as recalibration only; image decoding and
-augmentation count as data wherever they happen.
+augmentation count as data wherever they happen. ``--workers 2`` fine-tunes on a local Ray of two
+CPUs instead, as the command line does by default; the phases then cover this process only.
 
     python experiments/benchmarks/netadapt_speed.py [--ratio 0.98] [--max-proposals 6]
-        [--steps 5] [--threads 1] [--training KEY=VALUE ...] [--out DIR]
+        [--steps 5] [--threads 1] [--workers 1] [--training KEY=VALUE ...] [--out DIR]
 
 ``--training`` overrides a field of ``nas.train.proxy.ProxyTraining`` (e.g. ``bn_batches=20``
 to run new code with the old recalibration). The last lines are the run's selections, so two
@@ -102,6 +103,7 @@ def main() -> None:
     parser.add_argument("--max-proposals", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads of this process")
+    parser.add_argument("--workers", type=int, default=1, help="proposals fine-tuned in parallel on a local Ray")
     parser.add_argument("--training", nargs="*", default=[], metavar="KEY=VALUE",
                         help="ProxyTraining overrides, e.g. bn_batches=20")
     parser.add_argument("--out", type=Path, help="run directory (default: a temporary one, removed)")
@@ -122,18 +124,22 @@ def main() -> None:
     seed = zoo.get(args.arch, num_classes=10)
     wall, cpu = time.perf_counter(), time.process_time()
     result = netadapt(seed, target=LatencyTarget(ratio=args.ratio), latency=latency_function("pixel-cpu", 224),
-                      training=training, settings=settings, out=out, workers=1, progress=False)
+                      training=training, settings=settings, out=out, workers=args.workers, progress=False)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    if args.workers > 1:
+        import ray
+
+        ray.shutdown()
     proposals = sum(row.proposals for row in result.history)
 
     print(f"{args.arch} -> {args.ratio:g}x pixel-cpu latency, {args.steps} steps, {args.max_proposals} proposals "
-          f"per iteration, {torch.get_num_threads()} thread(s); training: {training}")
+          f"per iteration, {torch.get_num_threads()} thread(s), {args.workers} worker(s); training: {training}")
     print(f"{'phase':<22}{'calls':>7}{'seconds':>10}{'share':>8}")
     for phase, seconds in sorted(clock.seconds.items(), key=lambda item: -item[1]):
         print(f"{phase:<22}{clock.calls[phase]:>7}{seconds:>10.2f}{seconds / wall:>8.1%}")
     rest = wall - sum(clock.seconds.values())
     print(f"{'rest':<22}{'':>7}{rest:>10.2f}{rest / wall:>8.1%}")
-    print(f"wall {wall:.1f} s, CPU {cpu:.1f} s, {len(result.history) - 1} iterations, {proposals} proposals "
+    print(f"wall {wall:.1f} s, CPU {cpu:.1f} s (this process), {len(result.history) - 1} iterations, {proposals} proposals "
           f"+ the seed: {wall / (proposals + 1):.2f} s each")
     for row in result.history:
         print(f"iteration {row.iteration}: {row.unit} {row.old_width} -> {row.width}, {row.latency_ms:.3f} ms, "
