@@ -22,7 +22,7 @@ from nas.arch import ArchSpec
 from nas.cluster import start_ray
 from nas.errors import NasError
 from nas.model import build_model
-from nas.netadapt.inherit import inherit
+from nas.netadapt.inherit import inherit_state
 from nas.train.loop import DivergedError
 from nas.train.proxy import ProxyTraining, score, train
 
@@ -71,9 +71,8 @@ def fine_tune(job: Job, config: ProxyTraining, parent: dict[str, Any]) -> tuple[
     so this runs on any Ray node, shared filesystem or not.
     """
     torch.set_num_threads(1)
-    model = build_model(parent["spec"])
-    model.load_state_dict(parent["state_dict"])
-    child = inherit(model, job.spec)
+    child = build_model(job.spec)  # the parent's weights are sliced as they are: no parent network is built
+    child.load_state_dict(inherit_state(parent["spec"], parent["state_dict"], job.spec, child.state_dict()))
     try:
         if job.steps > 0:
             train(child, config, steps=job.steps, seed=job.seed)

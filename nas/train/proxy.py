@@ -3,20 +3,31 @@
 The search trains every candidate this way from scratch and NetAdapt fine-tunes every proposal
 this way from inherited weights, so both read one :class:`ProxyTraining`. Scores come from the
 validation split carved out of the training images, never from the test set.
+
+A process trains many networks on the same data (NetAdapt fine-tunes dozens of proposals per
+iteration), so what does not change between them is prepared once per process while it fits in
+:data:`CACHE_BYTES`: the synthetic images are drawn once instead of at every access, and the
+held-out split is turned into its batches of tensors once (its transform is deterministic).
+Batches and their order are the same as without the cache.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Iterable
 
+import numpy as np
 import torch
+from torch.utils.data import Dataset
 
 from nas.cli import setting
 from nas.errors import NasError
-from nas.train.data import ClassificationData, load_classification
+from nas.train.data import ArrayImages, ClassificationData, Split, load_classification
 from nas.train.loop import TrainStats, evaluate, train_steps
+
+CACHE_BYTES = 512 * 2**20  # data held in memory per process, at most (decoded images or held-out batches)
 
 
 @dataclass(frozen=True)
@@ -65,8 +76,19 @@ def open_data(settings: ProxyTraining) -> ClassificationData:
 @functools.lru_cache(maxsize=2)
 def _open(source: str, resolution: int, val_fraction: float, seed: int, synthetic_train: int,
           synthetic_val: int) -> ClassificationData:
-    return load_classification(source, resolution=resolution, val_fraction=val_fraction, seed=seed,
+    data = load_classification(source, resolution=resolution, val_fraction=val_fraction, seed=seed,
                                synthetic_train=synthetic_train, synthetic_val=synthetic_val)
+    if source != "synthetic" or (synthetic_train + synthetic_val) * 3 * resolution ** 2 > CACHE_BYTES:
+        return data
+    pool = _drawn_once(data.train.source)  # train and val are two splits of one synthetic pool
+    return replace(data, train=Split(pool, data.train.indices, data.train.transform),
+                   val=Split(pool, data.val.indices, data.val.transform))
+
+
+def _drawn_once(source: Dataset) -> ArrayImages:
+    """``source``'s images in memory: a synthetic image is otherwise drawn anew at every access."""
+    images = np.stack([source[i][0].numpy().transpose(1, 2, 0) for i in range(len(source))])
+    return ArrayImages(images, [source.label(i) for i in range(len(source))])
 
 
 def train(model: torch.nn.Module, settings: ProxyTraining, *, steps: int, seed: int) -> TrainStats:
@@ -84,6 +106,21 @@ def train(model: torch.nn.Module, settings: ProxyTraining, *, steps: int, seed: 
 
 def score(model: torch.nn.Module, settings: ProxyTraining) -> tuple[float, float]:
     """Top-1 and mean loss on the held-out validation split."""
-    loader = open_data(settings).loader("val", batch_size=settings.batch_size)
-    result = evaluate(model, loader, device=settings.device)
+    result = evaluate(model, _held_out(settings), device=settings.device)
     return result.top1, result.loss
+
+
+def _held_out(settings: ProxyTraining) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """The validation batches: built once per process where they fit in :data:`CACHE_BYTES`, else streamed."""
+    data = open_data(settings)
+    if len(data.val) * 3 * data.resolution ** 2 * 4 > CACHE_BYTES:
+        return data.loader("val", batch_size=settings.batch_size)
+    return _held_out_batches(settings.data, settings.resolution, settings.val_fraction, settings.seed,
+                             settings.synthetic_train, settings.synthetic_val, settings.batch_size)
+
+
+@functools.lru_cache(maxsize=2)
+def _held_out_batches(source: str, resolution: int, val_fraction: float, seed: int, synthetic_train: int,
+                      synthetic_val: int, batch_size: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    data = _open(source, resolution, val_fraction, seed, synthetic_train, synthetic_val)
+    return tuple(data.loader("val", batch_size=batch_size))
