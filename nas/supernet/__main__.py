@@ -156,7 +156,7 @@ def _extract(args: argparse.Namespace) -> None:
     score = evaluator.score(model)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "spec.json").write_text(child.to_json(indent=1))
-    config = {**evaluator.settings.to_dict(), "source": "supernet", "supernet": str(args.supernet.resolve())}
+    config = {**evaluator.settings.to_dict(), "task": "classification", "source": "supernet", "supernet": str(args.supernet.resolve())}
     # "model"/"spec"/"config"/"task" for nas.evaluate and nas.train's loader, "state_dict" for nas.netadapt.
     torch.save({"model": state, "state_dict": state, "spec": child.to_json(), "config": config,
                 "task": "classification", "ema": None}, args.out / "checkpoint.pt")
