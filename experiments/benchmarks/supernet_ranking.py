@@ -201,7 +201,8 @@ def main(argv=None) -> int:
                  "kendall": kendall_tau(table["proxy"], truth), "seconds_per_candidate": table["proxy_seconds"].mean()})
     for rule in args.rules:
         column = table[f"supernet_{rule}"]
-        rows.append({"method": f"supernet {rule} ({args.supernet_epochs} epochs, {supernet_seconds[rule]:.0f} s to train)",
+        trained_in = f"{args.supernet_epochs} epochs, {supernet_seconds[rule]:.0f} s to train"
+        rows.append({"method": f"supernet {rule} ({trained_in})",
                      "spearman": spearman(column, truth), "kendall": kendall_tau(column, truth),
                      "seconds_per_candidate": table[f"supernet_{rule}_seconds"].mean()})
     summary = pd.DataFrame(rows)

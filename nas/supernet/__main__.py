@@ -53,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"training image size (default {_DEFAULTS.resolution})")
     train.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help=f"(default {_DEFAULTS.epochs})")
     train.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help=f"(default {_DEFAULTS.batch_size})")
-    train.add_argument("--lr", type=float, default=_DEFAULTS.lr, help=f"peak cosine learning rate (default {_DEFAULTS.lr})")
+    train.add_argument("--lr", type=float, default=_DEFAULTS.lr,
+                       help=f"peak cosine learning rate (default {_DEFAULTS.lr})")
     train.add_argument("--rule", choices=RULES, default=_DEFAULTS.rule,
                        help="uniform: one random child per step; sandwich: largest, smallest and random children "
                             f"with in-place distillation (default {_DEFAULTS.rule})")
@@ -61,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
                        help=f"random children per sandwich step (default {_DEFAULTS.sandwich_random})")
     train.add_argument("--no-reorder", action="store_true", help="do not sort channels by importance after each epoch")
     train.add_argument("--bn-batches", type=int, default=_DEFAULTS.bn_batches, metavar="N",
-                       help=f"batches that recalibrate BatchNorm for each scored child (default {_DEFAULTS.bn_batches})")
+                       help="batches that recalibrate BatchNorm for each scored child "
+                            f"(default {_DEFAULTS.bn_batches})")
     train.add_argument("--val-fraction", type=float, default=_DEFAULTS.val_fraction,
                        help=f"held-out share of the training images (default {_DEFAULTS.val_fraction})")
     train.add_argument("--synthetic-train", type=int, default=_DEFAULTS.synthetic_train, metavar="N")
@@ -74,10 +76,13 @@ def _parser() -> argparse.ArgumentParser:
 
     evaluate = sub.add_parser("evaluate", help="score children with inherited weights (held-out top-1)")
     _common(evaluate)
-    evaluate.add_argument("archs", nargs="*", metavar="NAME_OR_SPEC", help="zoo names, spec strings, JSON or spec files")
-    evaluate.add_argument("--sample", type=int, default=0, metavar="N", help="also score N random children of the space")
+    evaluate.add_argument("archs", nargs="*", metavar="NAME_OR_SPEC",
+                          help="zoo names, spec strings, JSON or spec files")
+    evaluate.add_argument("--sample", type=int, default=0, metavar="N",
+                          help="also score N random children of the space")
     evaluate.add_argument("--seed", type=int, default=0, help="draws the --sample children (default 0)")
-    evaluate.add_argument("--target", default=None, help="also predict each child's latency on this target (e.g. pixel-cpu)")
+    evaluate.add_argument("--target", default=None,
+                          help="also predict each child's latency on this target (e.g. pixel-cpu)")
     evaluate.add_argument("--out", type=Path, default=None, help="write the results to this CSV file")
 
     extract = sub.add_parser("extract", help="write one child as spec.json + checkpoint.pt (BatchNorm recalibrated)")
@@ -156,7 +161,8 @@ def _extract(args: argparse.Namespace) -> None:
     score = evaluator.score(model)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "spec.json").write_text(child.to_json(indent=1))
-    config = {**evaluator.settings.to_dict(), "task": "classification", "source": "supernet", "supernet": str(args.supernet.resolve())}
+    config = {**evaluator.settings.to_dict(), "task": "classification", "source": "supernet",
+              "supernet": str(args.supernet.resolve())}
     # "model"/"spec"/"config"/"task" for nas.evaluate and nas.train's loader, "state_dict" for nas.netadapt.
     torch.save({"model": state, "state_dict": state, "spec": child.to_json(), "config": config,
                 "task": "classification", "ema": None}, args.out / "checkpoint.pt")

@@ -118,7 +118,8 @@ class ElasticLinear(nn.Module):
     def axes(self, prefix: str) -> list[Axis]:
         found = [Axis(f"{prefix}.linear.weight", 1, self.in_group)]
         if self.out_group is not None:
-            found += [Axis(f"{prefix}.linear.weight", 0, self.out_group), Axis(f"{prefix}.linear.bias", 0, self.out_group)]
+            found += [Axis(f"{prefix}.linear.weight", 0, self.out_group),
+                      Axis(f"{prefix}.linear.bias", 0, self.out_group)]
         return found
 
     def tensors(self, in_features: int, out_features: int) -> dict[str, torch.Tensor]:

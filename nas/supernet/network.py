@@ -104,7 +104,7 @@ class ElasticLayer(nn.Module):
         return path["se"].reduce.out_channels if "se" in path else 0
 
     def _path(self, op: str) -> nn.ModuleDict:
-        return {"ir": getattr(self, "ir", None), "ds": getattr(self, "ds", None), "conv": getattr(self, "conv", None)}[op]
+        return getattr(self, op)
 
     def _uses_expand(self, layer: LayerSpec, in_ch: int) -> bool:
         return layer.op == "ir" and layer.exp != in_ch
@@ -114,7 +114,9 @@ class ElasticLayer(nn.Module):
         if layer.op == "conv":
             y = path["conv"](x, out_ch=layer.out, kernel=layer.kernel, stride=layer.stride, act=layer.act)
         else:
-            y = path["expand"](x, out_ch=layer.exp, kernel=1, stride=1, act=layer.act) if self._uses_expand(layer, in_ch) else x
+            y = x
+            if self._uses_expand(layer, in_ch):
+                y = path["expand"](x, out_ch=layer.exp, kernel=1, stride=1, act=layer.act)
             y = path["dw"](y, out_ch=layer.exp, kernel=layer.kernel, stride=layer.stride, act=layer.act)
         if layer.has_se:
             y = path["se"](y, squeeze=layer.se_channels(in_ch), hard=layer.se_style == "v3")
@@ -194,11 +196,11 @@ class Trunk(nn.Module):
                 in_ch, in_group = out_ch, out_group
             stages.append(nn.ModuleList(layers))
         self.blocks = nn.ModuleList(stages)
-        widths = max(space.head_options.widths)
+        width = max(space.head_options.widths)
+        channels = {"efficient": make_divisible(EFFICIENT_HEAD_RATIO * in_ch, 8), "classic": width}
         self.heads = nn.ModuleDict({
-            kind: ElasticHead(efficient=kind == "efficient", in_ch=in_ch,
-                              channels=make_divisible(EFFICIENT_HEAD_RATIO * in_ch, 8) if kind == "efficient" else widths,
-                              hidden=widths, num_classes=space.num_classes, in_group=in_group, name=f"{skeleton}.{kind}")
+            kind: ElasticHead(efficient=kind == "efficient", in_ch=in_ch, channels=channels[kind], hidden=width,
+                              num_classes=space.num_classes, in_group=in_group, name=f"{skeleton}.{kind}")
             for kind in space.head_options.kinds})
 
 
@@ -271,7 +273,8 @@ class Supernet(nn.Module):
                                      f"supernet's {module.max_squeeze(layer.op)}")
         head = trunk.heads[_head_kind(spec.head)]
         if spec.head.channels > head.conv.conv.out_channels:
-            raise NotAChildError(f"head.channels {spec.head.channels} exceeds the supernet's {head.conv.conv.out_channels}")
+            raise NotAChildError(f"head.channels {spec.head.channels} exceeds the supernet's "
+                                 f"{head.conv.conv.out_channels}")
         return plan
 
     # ------------------------------------------------------------ running and extracting children
@@ -279,7 +282,8 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor, spec: ArchSpec) -> torch.Tensor:
         plan = self.plan(spec)
         trunk = self.trunks[plan.skeleton]
-        x = trunk.stem(x, out_ch=spec.stem.channels, kernel=spec.stem.kernel, stride=spec.stem.stride, act=spec.stem.act)
+        stem = spec.stem
+        x = trunk.stem(x, out_ch=stem.channels, kernel=stem.kernel, stride=stem.stride, act=stem.act)
         for (s, j), layer in zip(plan.slots, spec.layers):
             x = trunk.blocks[s][j](x, layer)
         return trunk.heads[_head_kind(spec.head)](x, spec.head)

@@ -162,7 +162,8 @@ def train_supernet(settings: SupernetSettings, out: Path, *, resume: bool = Fals
 
     steps_per_epoch = len(data.train) // settings.batch_size
     if steps_per_epoch < 1:
-        raise NasError(f"the training split ({len(data.train)} images) is smaller than one batch ({settings.batch_size})")
+        raise NasError(f"the training split ({len(data.train)} images) is smaller than one batch "
+                       f"({settings.batch_size})")
     total = settings.epochs * steps_per_epoch
     criterion = nn.CrossEntropyLoss(label_smoothing=settings.label_smoothing)
     last = settings.epochs if stop_after is None else min(settings.epochs, start + stop_after)
