@@ -10,7 +10,7 @@ from nas import zoo
 from nas.arch import ArchSpec
 from nas.model import build_model
 from nas.supernet.__main__ import main
-from nas.supernet.evaluator import SupernetEvaluator
+from nas.supernet.evaluator import SupernetEvaluator, open_evaluator
 from nas.supernet.network import NotAChildError, Supernet
 from nas.supernet.sampling import extreme_child, random_child, step_children
 from nas.supernet.training import CHECKPOINT, METRICS, SupernetSettings, train_supernet
@@ -128,6 +128,7 @@ def test_sandwich_training_smoke_and_cli(tmp_path, capsys):
                  "--bn-batches", "1", "--device", "cpu", "--out", str(out)]) == 0
     assert (out / CHECKPOINT).is_file() and (out / METRICS).is_file()
     evaluator = SupernetEvaluator.load(out)
+    assert open_evaluator(str(out)) is open_evaluator(str(out))
     score = evaluator.evaluate(zoo.get("mobilenet_v3_small"))
     assert 0 <= score.accuracy <= 1 and np.isfinite(score.val_loss)
     assert evaluator.evaluate(zoo.get("mobilenet_v3_small")).accuracy == score.accuracy  # deterministic

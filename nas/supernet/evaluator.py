@@ -7,10 +7,13 @@ validation split that proxy training uses (:func:`nas.train.proxy.open_data`), n
 
     >>> evaluator = SupernetEvaluator.load("runs/supernet")        # doctest: +SKIP
     >>> evaluator.evaluate(spec).accuracy                           # doctest: +SKIP
+
+A search's workers call :func:`open_evaluator`, which loads a run directory once per process.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -91,3 +94,9 @@ class SupernetEvaluator:
         start = time.perf_counter()
         result = self.score(self.child(spec))
         return replace(result, seconds=time.perf_counter() - start)
+
+
+@functools.lru_cache(maxsize=1)
+def open_evaluator(out: str, device: str = "cpu") -> SupernetEvaluator:
+    """The evaluator of a run directory, loaded once per process (a Ray worker scores many children)."""
+    return SupernetEvaluator.load(out, device=device)
