@@ -101,6 +101,30 @@ def test_reorder_keeps_full_width_children_and_sorts_importance():
     _assert_same_as_standalone(net, random_child(space, rng))
 
 
+def test_training_one_child_in_the_supernet_is_training_it_standalone():
+    net = _randomised("mobilenetv3").train()
+    spec = zoo.get("mobilenet_v3_small", num_classes=10)
+    child = build_model(spec).train()
+    child.load_state_dict(net.child_state(spec))
+    batches = [(torch.randn(8, 3, 16, 16), torch.randint(0, 10, (8,))) for _ in range(3)]
+    losses = []
+    for model, forward in ((child, child), (net, lambda x: net(x, spec))):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        torch.manual_seed(0)  # the same dropout masks
+        run = []
+        for x, y in batches:
+            loss = torch.nn.functional.cross_entropy(forward(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            run.append(loss.item())
+        losses.append(run)
+    assert np.allclose(losses[0], losses[1], atol=1e-4) and losses[0][0] != losses[0][-1]
+    trained = net.child_state(spec)  # the supernet does not count batches (BN momentum is fixed)
+    assert all(torch.allclose(trained[k], v, atol=1e-4) for k, v in child.state_dict().items()
+               if not k.endswith("num_batches_tracked"))
+
+
 def test_sandwich_step_runs_largest_smallest_and_random_children():
     space = get_space("mobilenetv3", num_classes=10)
     children = step_children(space, np.random.default_rng(0), rule="sandwich", random=2)

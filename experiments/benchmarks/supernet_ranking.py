@@ -118,7 +118,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--standalone-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--proxy-steps", type=int, default=20, help="the search proxy's budget (default 20)")
     p.add_argument("--supernet-epochs", type=int, default=30)
-    p.add_argument("--rules", nargs="+", choices=RULES, default=["uniform"])
+    p.add_argument("--rules", nargs="+", choices=RULES, default=["sandwich"])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--bn-batches", type=int, default=20)

@@ -3,7 +3,7 @@
 Examples::
 
     python -m nas.supernet train --space mobilenetv3 --data synthetic --epochs 5 --out runs/supernet
-    python -m nas.supernet train --space mobilenetv3 --data /tmp/cifar/cifar10 --epochs 30 \\
+    python -m nas.supernet train --space mobilenetv3 --data /tmp/cifar/cifar10_jpg --epochs 30 \\
         --rule sandwich --out runs/supernet_cifar            # add --resume after an interruption
     python -m nas.supernet evaluate --supernet runs/supernet mobilenet_v3_small mobilenet_v3_large \\
         --sample 20 --target pixel-cpu --out runs/children.csv

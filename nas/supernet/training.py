@@ -45,7 +45,8 @@ class SupernetSettings(ProxyTraining):
     """The proxy data and recipe of :class:`~nas.train.proxy.ProxyTraining`, plus the supernet's own.
 
     ``rule`` picks the children of each step (``uniform`` or ``sandwich``, see
-    :mod:`nas.supernet.sampling`); ``sandwich_random`` is the number of random children beside
+    :mod:`nas.supernet.sampling`; why sandwich is the default: README, "Weight-sharing supernet");
+    ``sandwich_random`` is the number of random children beside
     the largest and smallest. ``bn_batches`` training batches recalibrate BatchNorm for every
     child scored. The defaults are the batch and rate of the search's proxy training.
     """
@@ -54,7 +55,7 @@ class SupernetSettings(ProxyTraining):
     epochs: int = 5
     batch_size: int = 64
     lr: float = 0.05
-    rule: str = "uniform"
+    rule: str = "sandwich"
     sandwich_random: int = 2
     reorder: bool = True
     eval_batch_size: int = 256
