@@ -112,7 +112,10 @@ def read_settings(out: Path) -> SupernetSettings:
     path = Path(out) / SETTINGS
     if not path.is_file():
         raise NasError(f"{out}: not a supernet run directory (no {SETTINGS})")
-    return SupernetSettings.from_dict(json.loads(path.read_text()))
+    try:
+        return SupernetSettings.from_dict(json.loads(path.read_text()))
+    except (json.JSONDecodeError, TypeError) as err:
+        raise NasError(f"{path}: unreadable supernet settings ({err})") from None
 
 
 def load_supernet(out: Path, *, device: str = "cpu") -> tuple[Supernet, SupernetSettings]:
