@@ -1,0 +1,219 @@
+"""Does a supernet rank architectures as stand-alone training does, and better than the 20-step proxy?
+
+``--children`` random architectures of the space, spread evenly over its latency range (drawn
+from a pool of ``--pool`` x as many, sorted by predicted ``--target`` latency at 224 px, taken at
+evenly spaced ranks), are scored three ways:
+
+* **stand-alone** (the ground truth): trained from scratch for ``--standalone-epochs`` epochs on
+  the training split minus the held-out validation split, BatchNorm recalibrated, scored by
+  top-1 on the **test** split, under each of ``--standalone-seeds`` (fresh weights and batch
+  order); the seed-to-seed Spearman says how well this budget itself ranks;
+* **proxy**: the search's stand-alone proxy (``nas.search.evaluate.evaluate_candidate``) at
+  ``--proxy-steps`` SGD steps, scored on the validation split;
+* **supernet**: a supernet per ``--rules`` entry trained for ``--supernet-epochs``, each child
+  scored with inherited, BatchNorm-recalibrated weights on the validation split.
+
+It prints the Spearman and Kendall (tau-b) correlation of each method with the stand-alone mean,
+and each method's seconds per candidate. Every result is cached under ``--out`` (one JSON per
+child and method, the supernets as resumable runs), so an interrupted run picks up where it
+stopped; rerun the same command.
+
+    # smoke scale (synthetic, minutes on 2 cores):
+    python experiments/benchmarks/supernet_ranking.py --children 4 --resolution 16 --synthetic-train 256 \\
+        --synthetic-val 64 --standalone-epochs 1 --supernet-epochs 1 --proxy-steps 5 --out runs/ranking_smoke
+    # full scale on real CIFAR-10 (tar -xf cifar10_jpg.tar -C /tmp/cifar):
+    python experiments/benchmarks/supernet_ranking.py --data /tmp/cifar/cifar10_jpg --children 16 \\
+        --standalone-epochs 10 --supernet-epochs 30 --rules uniform sandwich --out runs/ranking_cifar
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from nas.arch import ArchSpec
+from nas.cli import run
+from nas.errors import NasError
+from nas.latency.calibrate import spearman
+from nas.latency.predict import get_latency_model
+from nas.model import build_model
+from nas.search.evaluate import ProxySettings, evaluate_candidate
+from nas.supernet.evaluator import SupernetEvaluator
+from nas.supernet.sampling import RULES, random_child
+from nas.supernet.training import CHECKPOINT, SupernetSettings, train_supernet
+from nas.train.loop import evaluate
+from nas.train.proxy import open_data, train
+from search_spaces import SPACES, get_space
+
+
+def kendall_tau(a: np.ndarray, b: np.ndarray) -> float:
+    """Kendall's tau-b (ties counted as neither concordant nor discordant); NaN if a side is constant."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    i, j = np.triu_indices(len(a), k=1)
+    sa, sb = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
+    denominator = np.sqrt(np.count_nonzero(sa) * np.count_nonzero(sb))
+    return float((sa * sb).sum() / denominator) if denominator > 0 else float("nan")
+
+
+def spread_over_latency(latencies: np.ndarray, count: int) -> list[int]:
+    """Indices of ``count`` entries at evenly spaced latency ranks (fastest and slowest included)."""
+    order = np.argsort(latencies, kind="stable")
+    return [int(order[k]) for k in np.linspace(0, len(order) - 1, count).round().astype(int)]
+
+
+# Options that may change between reruns on one --out: they change no cached result.
+_FREE = ("rules", "device", "threads", "out")
+
+
+def _check_same_args(path: Path, current: dict) -> None:
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+        if changed:
+            raise NasError(f"{path.parent} holds results for other settings ({', '.join(changed)}); use another --out")
+    path.write_text(json.dumps(current, indent=1))
+
+
+def _cached(path: Path, compute) -> dict:
+    if path.is_file():
+        return json.loads(path.read_text())
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result))
+    return result
+
+
+def _standalone(spec: ArchSpec, settings: ProxySettings, seed: int) -> dict:
+    data = open_data(settings)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(spec)
+        start = time.perf_counter()
+        stats = train(model, settings, steps=settings.step_count(len(data.train)), seed=seed)
+        result = evaluate(model, data.loader("test", batch_size=256), device=settings.device)
+    return {"top1": result.top1, "loss": result.loss, "train_loss": stats.loss, "seconds": time.perf_counter() - start}
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--space", choices=SPACES, default="mobilenetv3")
+    p.add_argument("--data", default="synthetic", help="synthetic, an ImageFolder or CIFAR-10 directory")
+    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--synthetic-train", type=int, default=2000)
+    p.add_argument("--synthetic-val", type=int, default=500)
+    p.add_argument("--children", type=int, default=16, help="architectures to rank (default 16)")
+    p.add_argument("--pool", type=int, default=20, help="draw pool x children, keep the latency spread (default 20)")
+    p.add_argument("--arch-seed", type=int, default=7)
+    p.add_argument("--target", default="pixel-cpu", help="latency model that spreads the children (default pixel-cpu)")
+    p.add_argument("--standalone-epochs", type=float, default=10.0, help="ground-truth budget (default 10)")
+    p.add_argument("--standalone-seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--proxy-steps", type=int, default=20, help="the search proxy's budget (default 20)")
+    p.add_argument("--supernet-epochs", type=int, default=30)
+    p.add_argument("--rules", nargs="+", choices=RULES, default=["sandwich"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--bn-batches", type=int, default=20)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--out", type=Path, required=True, help="cache and results directory (rerun to resume)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    if args.children < 3 or len(args.standalone_seeds) < 1:
+        raise NasError("need at least 3 --children and one --standalone-seeds entry")
+    torch.set_num_threads(args.threads)
+    base = ProxySettings(data=args.data, resolution=args.resolution, synthetic_train=args.synthetic_train,
+                         synthetic_val=args.synthetic_val, batch_size=args.batch_size, lr=args.lr,
+                         bn_batches=args.bn_batches, device=args.device, seed=0)
+    data = open_data(base)
+    space = get_space(args.space, num_classes=data.num_classes)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    _check_same_args(out / "args.json", {k: str(v) for k, v in vars(args).items() if k not in _FREE})
+
+    rng = np.random.default_rng(args.arch_seed)
+    pool = [random_child(space, rng) for _ in range(args.children * args.pool)]
+    latency_model = get_latency_model(args.target)
+    latencies = np.array([latency_model.predict(spec).ms for spec in pool])
+    picked = spread_over_latency(latencies, args.children)
+    children = [pool[k] for k in picked]
+    table = pd.DataFrame({"arch": [spec.to_string() for spec in children],
+                          f"latency_ms_{args.target}": latencies[picked]})
+
+    standalone = replace(base, epochs=args.standalone_epochs)
+    proxy = replace(base, steps=args.proxy_steps)
+    jobs = len(children) * (len(args.standalone_seeds) + 1)
+    with tqdm(total=jobs, desc="stand-alone and proxy training", unit="run") as bar:
+        for seed in args.standalone_seeds:
+            column = []
+            for i, spec in enumerate(children):
+                column.append(_cached(out / "standalone" / f"seed{seed}_child{i}.json",
+                                      lambda: _standalone(spec, standalone, seed)))
+                bar.update()
+            table[f"standalone_seed{seed}"] = [r["top1"] for r in column]
+            table[f"standalone_seconds_seed{seed}"] = [r["seconds"] for r in column]
+        column = []
+        for i, spec in enumerate(children):
+            column.append(_cached(out / "proxy" / f"child{i}.json", lambda: evaluate_candidate(spec, proxy).to_dict()))
+            bar.update()
+        table["proxy"] = [r["accuracy"] for r in column]
+        table["proxy_seconds"] = [r["train_seconds"] for r in column]
+
+    supernet_seconds = {}
+    for rule in args.rules:
+        settings = SupernetSettings(space=args.space, data=args.data, resolution=args.resolution,
+                                    synthetic_train=args.synthetic_train, synthetic_val=args.synthetic_val,
+                                    batch_size=args.batch_size, lr=args.lr, bn_batches=args.bn_batches,
+                                    device=args.device, epochs=args.supernet_epochs, rule=rule, seed=0)
+        run_dir = out / f"supernet_{rule}"
+        trained = train_supernet(settings, run_dir, resume=(run_dir / CHECKPOINT).exists())
+        supernet_seconds[rule] = float(trained.history["seconds"].sum())
+        evaluator = SupernetEvaluator(trained.supernet, settings)
+        scores = [_cached(out / f"supernet_{rule}_scores" / f"child{i}.json",
+                          lambda: vars(evaluator.evaluate(spec))) for i, spec in enumerate(children)]
+        table[f"supernet_{rule}"] = [s["accuracy"] for s in scores]
+        table[f"supernet_{rule}_seconds"] = [s["seconds"] for s in scores]
+
+    seeds = [f"standalone_seed{s}" for s in args.standalone_seeds]
+    truth = table[seeds].mean(axis=1).to_numpy()
+    table["standalone_mean"] = truth
+    table.to_csv(out / "results.csv", index=False)
+    rows = []
+    if len(seeds) > 1:
+        pairs = [(a, b) for k, a in enumerate(seeds) for b in seeds[k + 1:]]
+        rows.append({"method": f"stand-alone seed vs seed ({args.standalone_epochs:g} epochs)",
+                     "spearman": np.mean([spearman(table[a], table[b]) for a, b in pairs]),
+                     "kendall": np.mean([kendall_tau(table[a], table[b]) for a, b in pairs]),
+                     "seconds_per_candidate": table[[f"standalone_seconds_seed{s}" for s in args.standalone_seeds]]
+                     .to_numpy().mean()})
+    rows.append({"method": f"proxy ({args.proxy_steps} steps)", "spearman": spearman(table["proxy"], truth),
+                 "kendall": kendall_tau(table["proxy"], truth), "seconds_per_candidate": table["proxy_seconds"].mean()})
+    for rule in args.rules:
+        column = table[f"supernet_{rule}"]
+        trained_in = f"{args.supernet_epochs} epochs, {supernet_seconds[rule]:.0f} s to train"
+        rows.append({"method": f"supernet {rule} ({trained_in})",
+                     "spearman": spearman(column, truth), "kendall": kendall_tau(column, truth),
+                     "seconds_per_candidate": table[f"supernet_{rule}_seconds"].mean()})
+    summary = pd.DataFrame(rows)
+    summary.to_csv(out / "summary.csv", index=False)
+    shown = ["latency_ms_" + args.target, *seeds, "proxy", *[f"supernet_{r}" for r in args.rules]]
+    print(table[shown].round(3).to_string())
+    print(f"\n{args.space} on {args.data} at {args.resolution} px, {len(children)} children; "
+          f"correlation with the stand-alone mean top-1 (test split):")
+    print(summary.round(3).to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
