@@ -20,6 +20,7 @@ SCRIPTS = {
     "nas-pixel": "nas.latency.pixel.__main__",
     "nas-search": "nas.search.__main__",
     "nas-netadapt": "nas.netadapt.__main__",
+    "nas-supernet": "nas.supernet.__main__",
     "nas-train": "nas.train.__main__",
     "nas-evaluate": "nas.evaluate",
     "nas-convert": "nas.convert",
@@ -43,6 +44,7 @@ latency = _script("nas-latency")
 pixel = _script("nas-pixel")
 search = _script("nas-search")
 netadapt = _script("nas-netadapt")
+supernet = _script("nas-supernet")
 train = _script("nas-train")
 evaluate = _script("nas-evaluate")
 convert = _script("nas-convert")

@@ -148,7 +148,7 @@ def test_training_resumes_bit_identically(tmp_path):
 def test_sandwich_training_smoke_and_cli(tmp_path, capsys):
     out = tmp_path / "sn"
     assert main(["train", "--space", "mobilenetv3", "--rule", "sandwich", "--sandwich-random", "1", "--epochs", "1",
-                 "--resolution", "8", "--synthetic-train", "64", "--synthetic-val", "32", "--batch-size", "32",
+                 "--train-resolution", "8", "--synthetic-train", "64", "--synthetic-val", "32", "--batch-size", "32",
                  "--bn-batches", "1", "--device", "cpu", "--out", str(out)]) == 0
     assert (out / CHECKPOINT).is_file() and (out / METRICS).is_file()
     evaluator = SupernetEvaluator.load(out)

@@ -19,7 +19,7 @@ child and method, the supernets as resumable runs), so an interrupted run picks 
 stopped; rerun the same command.
 
     # smoke scale (synthetic, minutes on 2 cores):
-    python experiments/benchmarks/supernet_ranking.py --children 4 --resolution 16 --synthetic-train 256 \\
+    python experiments/benchmarks/supernet_ranking.py --children 4 --train-resolution 16 --synthetic-train 256 \\
         --synthetic-val 64 --standalone-epochs 1 --supernet-epochs 1 --proxy-steps 5 --out runs/ranking_smoke
     # full scale on real CIFAR-10 (tar -xf cifar10_jpg.tar -C /tmp/cifar):
     python experiments/benchmarks/supernet_ranking.py --data /tmp/cifar/cifar10_jpg --children 16 \\
@@ -107,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", choices=SPACES, default="mobilenetv3")
     p.add_argument("--data", default="synthetic", help="synthetic, an ImageFolder or CIFAR-10 directory")
-    p.add_argument("--resolution", type=int, default=32)
+    p.add_argument("--train-resolution", type=int, default=32, help="training and scoring image size (default 32)")
     p.add_argument("--synthetic-train", type=int, default=2000)
     p.add_argument("--synthetic-val", type=int, default=500)
     p.add_argument("--children", type=int, default=16, help="architectures to rank (default 16)")
@@ -133,7 +133,7 @@ def main(argv=None) -> int:
     if args.children < 3 or len(args.standalone_seeds) < 1:
         raise NasError("need at least 3 --children and one --standalone-seeds entry")
     torch.set_num_threads(args.threads)
-    base = ProxySettings(data=args.data, resolution=args.resolution, synthetic_train=args.synthetic_train,
+    base = ProxySettings(data=args.data, resolution=args.train_resolution, synthetic_train=args.synthetic_train,
                          synthetic_val=args.synthetic_val, batch_size=args.batch_size, lr=args.lr,
                          bn_batches=args.bn_batches, device=args.device, seed=0)
     data = open_data(base)
@@ -172,7 +172,7 @@ def main(argv=None) -> int:
 
     supernet_seconds = {}
     for rule in args.rules:
-        settings = SupernetSettings(space=args.space, data=args.data, resolution=args.resolution,
+        settings = SupernetSettings(space=args.space, data=args.data, resolution=args.train_resolution,
                                     synthetic_train=args.synthetic_train, synthetic_val=args.synthetic_val,
                                     batch_size=args.batch_size, lr=args.lr, bn_batches=args.bn_batches,
                                     device=args.device, epochs=args.supernet_epochs, rule=rule, seed=0)
@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     summary.to_csv(out / "summary.csv", index=False)
     shown = ["latency_ms_" + args.target, *seeds, "proxy", *[f"supernet_{r}" for r in args.rules]]
     print(table[shown].round(3).to_string())
-    print(f"\n{args.space} on {args.data} at {args.resolution} px, {len(children)} children; "
+    print(f"\n{args.space} on {args.data} at {args.train_resolution} px, {len(children)} children; "
           f"correlation with the stand-alone mean top-1 (test split):")
     print(summary.round(3).to_string(index=False))
     return 0

@@ -49,8 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--space", choices=SPACES, default=_DEFAULTS.space, help=f"(default {_DEFAULTS.space})")
     train.add_argument("--data", default="synthetic", metavar="synthetic|PATH",
                        help="built-in synthetic images, an ImageFolder or CIFAR-10 directory (default synthetic)")
-    train.add_argument("--resolution", type=int, default=_DEFAULTS.resolution, metavar="PX",
+    train.add_argument("--train-resolution", type=int, default=_DEFAULTS.resolution, metavar="PX",
                        help=f"training image size (default {_DEFAULTS.resolution})")
+    cli.retire(train, "--resolution", "--train-resolution (the training image size)")
     train.add_argument("--epochs", type=int, default=_DEFAULTS.epochs, help=f"(default {_DEFAULTS.epochs})")
     train.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size, help=f"(default {_DEFAULTS.batch_size})")
     train.add_argument("--lr", type=float, default=_DEFAULTS.lr,
@@ -99,7 +100,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     settings = SupernetSettings(
-        space=args.space, data=args.data, resolution=args.resolution, epochs=args.epochs, batch_size=args.batch_size,
+        space=args.space, data=args.data, resolution=args.train_resolution, epochs=args.epochs, batch_size=args.batch_size,
         lr=args.lr, rule=args.rule, sandwich_random=args.sandwich_random, reorder=not args.no_reorder,
         bn_batches=args.bn_batches, val_fraction=args.val_fraction, synthetic_train=args.synthetic_train,
         synthetic_val=args.synthetic_val, seed=args.seed, device=check_device(args.device))
