@@ -13,8 +13,6 @@ every skeleton are scored on the held-out split, so ``metrics.csv`` shows the tr
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from nas import rundir
 from nas.errors import NasError
 from nas.supernet.evaluator import SupernetEvaluator
 from nas.supernet.network import Supernet
@@ -97,24 +96,15 @@ def soft_cross_entropy(logits: torch.Tensor, teacher: torch.Tensor) -> torch.Ten
     return -(teacher.softmax(1) * logits.log_softmax(1)).sum(1).mean()
 
 
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _comparable(settings: SupernetSettings) -> dict[str, Any]:
-    return {k: v for k, v in settings.to_dict().items() if k != "device"}
-
-
 def read_settings(out: Path) -> SupernetSettings:
     """The settings a run directory was trained with."""
     path = Path(out) / SETTINGS
     if not path.is_file():
         raise NasError(f"{out}: not a supernet run directory (no {SETTINGS})")
+    data = rundir.read_json(path, what="supernet settings", advice="remove the run directory to start over")
     try:
-        return SupernetSettings.from_dict(json.loads(path.read_text()))
-    except (json.JSONDecodeError, TypeError) as err:
+        return SupernetSettings.from_dict(data)
+    except TypeError as err:
         raise NasError(f"{path}: unreadable supernet settings ({err})") from None
 
 
@@ -126,7 +116,7 @@ def load_supernet(out: Path, *, device: str = "cpu") -> tuple[Supernet, Supernet
         raise NasError(f"{out}: no {CHECKPOINT} yet (train at least one epoch)")
     data = open_data(settings)
     supernet = Supernet(get_space(settings.space, num_classes=data.num_classes))
-    supernet.load_state_dict(torch.load(path, map_location="cpu", weights_only=False)["model"])
+    supernet.load_state_dict(rundir.read_checkpoint(path, weights_only=False)["model"])
     return supernet.to(device), settings
 
 
@@ -151,18 +141,15 @@ def train_supernet(settings: SupernetSettings, out: Path, *, resume: bool = Fals
                                 momentum=settings.momentum, nesterov=True)
     start, history = 0, []
     if resume:
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
-        saved = {k: v for k, v in state["settings"].items() if k != "device"}
-        if saved != _comparable(settings):
-            changed = sorted(k for k in saved if saved[k] != _comparable(settings).get(k))
-            raise NasError(f"--resume: {', '.join(changed)} differ(s) from the checkpoint's settings; "
-                           "resume with the original settings or choose another --out")
+        state = rundir.read_checkpoint(checkpoint, device=device, weights_only=False)
+        rundir.check_same(state["settings"], settings.to_dict(), where=out, may_differ=("device",),
+                          advice="resume with the original settings or choose another --out")
         supernet.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         start, history = state["epoch"], list(state["history"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / SETTINGS).write_text(json.dumps(settings.to_dict(), indent=1))
+    rundir.write_json(out / SETTINGS, settings.to_dict())
 
     steps_per_epoch = len(data.train) // settings.batch_size
     if steps_per_epoch < 1:
@@ -202,9 +189,9 @@ def train_supernet(settings: SupernetSettings, out: Path, *, resume: bool = Fals
                "train_loss": sum(losses) / len(losses), "seconds": time.perf_counter() - begin}
         row.update(_extremes_top1(supernet, settings))
         history.append(row)
-        _save_atomic({"epoch": epoch + 1, "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
-                      "rng": torch.get_rng_state(), "history": history, "settings": settings.to_dict()}, checkpoint)
-        pd.DataFrame(history).to_csv(out / METRICS, index=False)
+        rundir.write_torch(checkpoint, {"epoch": epoch + 1, "model": supernet.state_dict(), "optimizer": optimizer.state_dict(),
+                      "rng": torch.get_rng_state(), "history": history, "settings": settings.to_dict()})
+        rundir.write_table(out / METRICS, history)
         if progress:
             shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k.startswith("val_"))
             tqdm.write(f"epoch {epoch + 1}/{settings.epochs}: train loss {row['train_loss']:.4f}, {shown}")
