@@ -30,7 +30,7 @@ class Network(nn.Module):
             blocks.append(make_block(layer, in_ch, dilation))
         self.blocks = nn.Sequential(*blocks)
         self.head = make_head(spec.head, spec.last_channels())
-        _init_weights(self)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(x))
@@ -62,7 +62,7 @@ def network_parts(spec: ArchSpec) -> list[Part]:
     return parts
 
 
-def _init_weights(model: nn.Module) -> None:
+def init_weights(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out")

@@ -33,7 +33,7 @@ from torch import nn
 
 from nas.arch import ArchSpec, HeadSpec, LayerSpec, iter_layers, make_divisible
 from nas.errors import NasError
-from nas.model import Network, _init_weights, build_model
+from nas.model import Network, init_weights, build_model
 from nas.supernet.elastic import Axis, ElasticConvBN, ElasticLinear, ElasticSE, activate
 from search_spaces import FactorizedSpace, NotInSpaceError, SearchSpace
 from search_spaces.factorized import EFFICIENT_HEAD_RATIO, STEM_KERNEL, STEM_STRIDE, layer_op
@@ -225,7 +225,7 @@ class Supernet(nn.Module):
         self.space = space
         self.trunks = nn.ModuleDict({key: Trunk(space, key) for key in space.skeletons})
         self._plans: dict[ArchSpec, ChildPlan] = {}
-        _init_weights(self)
+        init_weights(self)
 
     # ------------------------------------------------------------ which specs are children
 
