@@ -63,6 +63,7 @@ def network_parts(spec: ArchSpec) -> list[Part]:
 
 
 def init_weights(model: nn.Module) -> None:
+    """One initialisation for every network of ours, stand-alone or supernet, so a child starts where its twin does."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out")
