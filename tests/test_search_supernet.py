@@ -75,7 +75,6 @@ def test_a_trained_supernet_is_reused_and_checked(searched, tmp_path, pixel):
     assert [r.accuracy for r in summary.records] == [evaluator.evaluate(r.arch).accuracy for r in summary.records]
 
 
-@pytest.mark.slow
 def test_ray_workers_score_children_of_a_reused_supernet(searched, tmp_path, pixel):
     import ray
 
