@@ -90,6 +90,21 @@ def test_ray_workers_score_children_of_a_reused_supernet(searched, tmp_path, pix
         assert row.accuracy == evaluator.evaluate(ArchSpec.from_string(row.arch)).accuracy
 
 
+def test_the_cli_searches_with_a_reused_supernet(searched, tmp_path, capsys):
+    trained = searched[0] / "supernet"
+    out = tmp_path / "run"
+    argv = ["--space", "mobilenetv3", "--evaluator", "supernet", "--supernet", str(trained), "--controller",
+            "evolution", "--trials", "2", "--workers", "0", "--train-resolution", "8", "--latency-resolution", "64",
+            "--latency-target", "10", "--out", str(out)]
+    assert run(main, argv) == 0
+    table = pd.read_csv(out / "trials.csv")
+    assert len(table) == 2 and (table["status"] == "ok").all() and set(table["controller"]) == {"evolution"}
+    fixed = json.loads((out / "config.json").read_text())["fixed"]
+    assert fixed["evaluator"] == {"kind": "supernet", "supernet": str(trained.resolve())}
+    assert run(main, argv[:4] + argv[6:]) == 2  # the same run, now to train a supernet of its own
+    assert "(fixed.evaluator.supernet: " in capsys.readouterr().err.strip().splitlines()[-1]
+
+
 def test_a_spec_that_is_not_a_child_is_a_failed_trial_with_the_reason(searched):
     evaluation = SupernetChildEvaluator(supernet=str(searched[0] / "supernet"), deploy_resolution=64)(
         zoo.get("mnasnet_a1"))
