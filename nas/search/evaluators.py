@@ -144,7 +144,8 @@ def prepare_supernet(config: SearchConfig, *, progress: bool = True) -> Path:
     settings = chosen.supernet_settings(config.proxy, config.space)
     trained = _epochs_trained(folder)
     if progress:
-        doing = "training the" if not trained else "continuing the" if trained < settings.epochs else "using the trained"
+        doing = ("training the" if not trained else "continuing the" if trained < settings.epochs
+                 else "using the trained")
         print(f"supernet stage: {doing} {config.space} supernet ({trained}/{settings.epochs} epochs, "
               f"{settings.rule}) in {folder}", file=sys.stderr)
     train_supernet(settings, folder, resume=(folder / CHECKPOINT).is_file(), progress=progress)
