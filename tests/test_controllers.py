@@ -66,7 +66,8 @@ def test_rl_controller_learns_a_toy_reward():
 
 
 @pytest.mark.parametrize("name,directions", [("tpe", ("maximize",)), ("nsga2", ("maximize", "minimize")),
-                                             ("random", ("maximize",)), ("rl", ("maximize",))])
+                                             ("random", ("maximize",)), ("rl", ("maximize",)),
+                                             ("evolution", ("maximize",))])
 def test_controllers_ask_tell_roundtrip_on_sqlite(tmp_path, name, directions):
     study = sqlite_study(tmp_path, directions)
     controller = make_controller(name, space=ToySpace(), study=study, seed=0, population=2)
@@ -87,6 +88,37 @@ def test_controllers_ask_tell_roundtrip_on_sqlite(tmp_path, name, directions):
         [c.options[i] for c, i in zip(ToySpace().choices(), proposals[0].choices)]
     more = controller.ask(2)  # past the start-up population: the sampler now models the results
     assert [p.number for p in more] == [3, 4]
+
+
+def test_evolution_beats_random_search_on_a_toy_reward():
+    def best_after(name):
+        controller = make_controller(name, space=ToySpace(), study=optuna.create_study(direction="maximize"), seed=0,
+                                     population=16)
+        return run_toy(controller, 160, batch=1)
+
+    evolved, drawn = best_after("evolution"), best_after("random")
+    assert np.mean(evolved[-40:]) > np.mean(drawn[-40:]) + 0.2
+    assert max(evolved) > max(drawn)
+
+
+def test_evolution_state_round_trips_and_failed_trials_never_join(tmp_path):
+    study = sqlite_study(tmp_path)
+    original = make_controller("evolution", space=ToySpace(), study=study, seed=3, population=4)
+    run_toy(original, 6, batch=1)
+    [failed] = original.ask(1)
+    original.tell(failed, Result.failed(attrs={"reason": "nan"}))
+    assert len(original.population) == 4 and failed.choices not in [c for c, _ in original.population]
+    state = pickle.loads(pickle.dumps(original.state_dict()))
+    restored = make_controller("evolution", space=ToySpace(), study=optuna.create_study(direction="maximize"),
+                               seed=99, population=4)
+    restored.load_state_dict(state)
+    assert restored.population == original.population
+    assert [p.choices for p in original.ask(3)] == [p.choices for p in restored.ask(3)]
+    synced = make_controller("evolution", space=ToySpace(), study=sqlite_study(tmp_path), seed=3, population=4)
+    synced.sync()  # a controller whose saved state was lost rebuilds the population from the study
+    assert synced.population == original.population
+    with pytest.raises(NasError, match="population or sample size"):
+        make_controller("evolution", space=ToySpace(), study=optuna.create_study(), population=8).load_state_dict(state)
 
 
 def test_failed_result_is_recorded_with_its_reason(tmp_path):
@@ -153,8 +185,10 @@ def test_rl_sync_learns_from_trials_its_saved_state_missed(tmp_path):
 def test_rl_needs_a_scalar_reward_and_names_are_checked():
     with pytest.raises(NasError, match="scalar reward"):
         make_controller("rl", space=ToySpace(), study=optuna.create_study(directions=["maximize", "minimize"]))
-    with pytest.raises(NasError, match="unknown controller 'evolution'"):
-        make_controller("evolution", space=ToySpace(), study=optuna.create_study())
+    with pytest.raises(NasError, match="unknown controller 'anneal'"):
+        make_controller("anneal", space=ToySpace(), study=optuna.create_study())
+    with pytest.raises(NasError, match="evolution controller needs a scalar reward"):
+        make_controller("evolution", space=ToySpace(), study=optuna.create_study(directions=["maximize", "minimize"]))
 
 
 def test_trials_left_half_open_by_a_kill_mid_ask_are_completed(tmp_path):

@@ -120,7 +120,7 @@ def test_overrides_are_typed_by_the_field_and_win_over_the_quick_section():
 
 
 @pytest.mark.parametrize("override, message", [
-    ("search.trails=3", "override search.trails=3: unknown config key 'search.trails' (known: controller, proxy,"),
+    ("search.trails=3", "override search.trails=3: unknown config key 'search.trails' (known: controller, evaluator, proxy,"),
     ("colour=red", "unknown config key 'colour'"),
     ("train.recipe_overrides.speed=2", "unknown config key 'train.recipe_overrides.speed'"),
     ("search.trials=many", "override search.trials=many: expected an integer"),
@@ -184,6 +184,27 @@ def test_execution_reaches_the_search_and_netadapt_stages(tmp_path, monkeypatch)
     assert search.ray_address == "ray://head:10001" and search.proxy.device == "cuda:1"
     netadapt = seen["netadapt"][1]
     assert netadapt["ray_address"] == "ray://head:10001" and netadapt["training"].device == "cuda:1"
+
+
+def test_the_search_evaluator_is_a_config_key_passed_to_the_search(tmp_path, monkeypatch):
+    import nas.search.runner
+    from nas.pipeline.stages import run_search_stage
+
+    seen = []
+
+    def fake(config, **kwargs):
+        seen.append(config)
+        raise NasError("stop here")
+
+    monkeypatch.setattr(nas.search.runner, "run_search", fake)
+    config = load_config(SMALL, quick=True, overrides=["search.evaluator=supernet", "search.supernet_epochs=2",
+                                                       "search.supernet_rule=uniform"])
+    with pytest.raises(NasError, match="stop here"):
+        run_search_stage(config, tmp_path, latency_model=None, execution=Execution(device="cpu"))
+    assert seen[0].evaluator.fixed() == {"kind": "supernet", "supernet": {"epochs": 2, "rule": "uniform"}}
+    assert load_config(SMALL, quick=True).search.evaluator_settings().kind == "train"  # the default stays
+    with pytest.raises(NasError, match="unknown evaluator 'oracle'"):
+        load_config(SMALL, overrides=["search.evaluator=oracle"])
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

@@ -86,7 +86,7 @@ def test_interrupted_search_resumes_to_exactly_n_unique_trials(tmp_path):
     assert all((out / name).is_file() for name in ("best.json", "pareto.csv", "pareto.png", "controller.pkl"))
 
 
-def _broken_evaluator(spec, settings):
+def _broken_evaluator(spec):
     raise RuntimeError("worker lost its GPU")
 
 
@@ -102,6 +102,7 @@ def test_a_run_made_before_run_ids_and_option_values_resumes(tmp_path, pixel):
     """A run directory of before: config.json without an id, a study without one, option indices as parameters."""
     run = config(tmp_path, trials=3)
     fixed = {**run.fixed(), "proxy": {**run.fixed()["proxy"], "device": "cpu"}}  # runs then recorded the device
+    del fixed["evaluator"]  # and trained every candidate, without saying so
     (tmp_path / "config.json").write_text(json.dumps({"fixed": fixed, "trials": 2}))
     study = optuna.create_study(storage=run.storage_url, study_name="search", direction="maximize")
     space = get_space("mnasnet")
@@ -178,7 +179,7 @@ def test_tiny_search_through_local_ray(tmp_path, pixel):
 
 @pytest.mark.parametrize("argv,message", [
     (["--space", "darts"], "unknown search space 'darts'"),
-    (["--controller", "evolution"], "unknown controller 'evolution'"),
+    (["--controller", "anneal"], "unknown controller 'anneal'"),
     (["--target", "tpu"], "unknown target 'tpu'"),
     (["--latency-target", "0"], "--latency-target must be a positive"),
     (["--data", "/no/such/dataset"], "no such dataset directory"),

@@ -22,6 +22,7 @@ from nas.errors import NasError
 from nas.latency.predict import resolve_target
 from nas.netadapt.loop import Settings
 from nas.search.evaluate import ProxySettings
+from nas.search.evaluators import EvaluatorSettings
 from nas.train.device import default_device
 from nas.train.proxy import ProxyTraining
 from nas.train.recipes import Recipe
@@ -44,7 +45,12 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SearchStage:
-    """Platform-aware search (``nas.search``); ``seed_arch`` (a zoo name) replaces it with a fixed seed."""
+    """Platform-aware search (``nas.search``); ``seed_arch`` (a zoo name) replaces it with a fixed seed.
+
+    ``evaluator`` is ``train`` (every candidate proxy-trained) or ``supernet`` (children of a
+    weight-sharing supernet, trained in the stage's folder for ``supernet_epochs`` with
+    ``supernet_rule`` on the proxy data and recipe, or the trained one in ``supernet``).
+    """
 
     target_ms: float
     reward: str = "soft"
@@ -54,6 +60,17 @@ class SearchStage:
     workers: int = 2
     seed_arch: str | None = None
     proxy: ProxySettings = ProxySettings()
+    evaluator: str = EvaluatorSettings.kind
+    supernet: str | None = None
+    supernet_epochs: int = EvaluatorSettings.epochs
+    supernet_rule: str = EvaluatorSettings.rule
+
+    def __post_init__(self) -> None:
+        self.evaluator_settings()  # a bad evaluator key fails when the config is read
+
+    def evaluator_settings(self) -> EvaluatorSettings:
+        return EvaluatorSettings(kind=self.evaluator, supernet=self.supernet, epochs=self.supernet_epochs,
+                                 rule=self.supernet_rule)
 
 
 @dataclass(frozen=True)

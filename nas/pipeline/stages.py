@@ -198,9 +198,10 @@ def run_search_stage(config: PipelineConfig, folder: Path, latency_model, execut
     proxy = with_shared(config, stage.proxy, device=execution.device)
     search = SearchConfig(out=folder, objective=base, target=config.target, space=stage.space,
                           controller=stage.controller, trials=stage.trials, workers=stage.workers, proxy=proxy,
-                          seed=config.seed, ray_address=execution.ray_address)
+                          seed=config.seed, ray_address=execution.ray_address,
+                          evaluator=stage.evaluator_settings())
     say(f"search: {stage.trials} trials in the {stage.space} space, T = {stage.target_ms} ms, "
-        f"w = {base.alpha} ({stage.controller})")
+        f"w = {base.alpha} ({stage.controller}, evaluator {stage.evaluator})")
     summary = run_search(search, latency_model=latency_model)
     if not summary.complete:
         raise NasError(f"search stopped after {summary.finished}/{summary.requested} trials; rerun to resume")

@@ -16,15 +16,18 @@ from nas.latency.options import add_calibration_option
 from nas.latency.predict import resolve_target
 from nas.search.controllers import CONTROLLERS, PPOSettings
 from nas.search.evaluate import ProxySettings
+from nas.search.evaluators import EVALUATORS, EvaluatorSettings
 from nas.search.objectives import MODES, PRESETS, Objective
 from nas.search.records import Status
 from nas.search.runner import SearchConfig, default_out_dir, run_search
+from nas.supernet.sampling import RULES
 from nas.train.device import check_device, default_device
 from nas.train.proxy import open_data
 
 TARGETS = ("pixel-cpu", "host-cpu", "cuda")
 SPACES = ("mnasnet", "mobilenetv3")
 DEFAULT_T_NETWORK = "mnasnet_a1"
+_SUPERNET = EvaluatorSettings()
 
 EPILOG = """\
 examples:
@@ -32,11 +35,15 @@ examples:
   python -m nas.search --target pixel-cpu --controller nsga2 --trials 40 --out runs/front
   python -m nas.search --target host-cpu --data cifar10_jpg/train --steps 200 --train-resolution 32 --out runs/cifar
   python -m nas.search --controller tpe --storage postgresql://USER:PASSWORD@HOST/DB --out runs/tpe-a
+  python -m nas.search --target pixel-cpu --space mobilenetv3 --evaluator supernet --controller evolution --trials 200
+  python -m nas.search --space mobilenetv3 --evaluator supernet --supernet runs/supernet --trials 500
 
 Rerunning a command with the same --out resumes it: finished trials are kept, open ones are
 evaluated again, the controller continues from its saved state. --trials may grow on a resume;
 other settings may not change. Outputs in --out: trials.csv/.parquet, best.json, pareto.csv,
-pareto.png, references.csv, study.db (Optuna), controller.pkl, config.json (the run's id and settings).
+pareto.png, references.csv, study.db (Optuna), controller.pkl, config.json (the run's id and settings),
+and with --evaluator supernet (unless --supernet reuses one) supernet/, the supernet trained as the
+run's first stage (a rerun finishes a half-trained one, then the search).
 In a shared --storage, a run's study is named after the --out folder and belongs to that run
 alone: a new run whose folder name is taken there is refused. Browse a study with
 optuna-dashboard STORAGE_URL (parameters are the chosen options, user attributes the records).
@@ -63,15 +70,31 @@ def _parser() -> argparse.ArgumentParser:
                    help="deployment resolution that latency, params and MAdds are counted at (default 224)")
 
     g = p.add_argument_group("how to search")
-    g.add_argument("--controller", default="rl", help=f"{' | '.join(CONTROLLERS)} (default rl: RNN + PPO)")
+    g.add_argument("--controller", default="rl", help=f"{' | '.join(CONTROLLERS)} (default rl: RNN + PPO; "
+                                                     "evolution: regularized evolution)")
     g.add_argument("--trials", type=int, default=12, help="architectures to evaluate in total (default 12)")
     g.add_argument("--seed", type=int, default=0, help="seed of the controller and the proxy training")
     g.add_argument("--population", type=int, default=4,
-                   help="TPE random start-up trials / NSGA-II generation size (default 4)")
+                   help="TPE random start-up trials / NSGA-II generation size / evolution population, "
+                        "whose tournaments sample a quarter of it, at least 2 (default 4)")
     g.add_argument("--ppo-batch", type=int, default=4, help="rl: results per PPO update (default 4)")
     g.add_argument("--ppo-lr", type=float, default=0.01, help="rl: controller learning rate (default 0.01)")
 
-    g = p.add_argument_group("proxy training")
+    g = p.add_argument_group("how a candidate's accuracy is obtained")
+    g.add_argument("--evaluator", default="train",
+                   help="train: every candidate trained from scratch (the proxy training below); supernet: its "
+                        "weights inherited from a weight-sharing supernet, BatchNorm recalibrated, scored on the "
+                        "same held-out split (default train)")
+    g.add_argument("--supernet", type=Path, metavar="DIR",
+                   help="supernet: reuse this trained supernet (python -m nas.supernet train --out DIR) over the "
+                        "same --space; children are scored on the data it was trained on (default: train one in "
+                        "OUT/supernet on the proxy data, resolution, batch, rate and seed below)")
+    g.add_argument("--supernet-epochs", type=int, metavar="N",
+                   help=f"supernet: epochs of the supernet trained in the run (default {_SUPERNET.epochs})")
+    g.add_argument("--supernet-rule", metavar="|".join(RULES),
+                   help=f"supernet: children per training step, {' | '.join(RULES)} (default {_SUPERNET.rule})")
+
+    g = p.add_argument_group("proxy training (the data and recipe of the supernet, too)")
     g.add_argument("--data", default="synthetic", help="synthetic (built in) | an ImageFolder or CIFAR-10 "
                                                        "python-batches directory")
     g.add_argument("--epochs", type=float, default=1.0, help="epochs of proxy training per candidate (default 1)")
@@ -102,6 +125,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _evaluator(args: argparse.Namespace) -> EvaluatorSettings:
+    _choose(args.evaluator, EVALUATORS, "evaluator")
+    budget = [flag for flag, value in (("--supernet-epochs", args.supernet_epochs),
+                                       ("--supernet-rule", args.supernet_rule)) if value is not None]
+    if args.evaluator != "supernet" and (budget or args.supernet):
+        raise NasError(f"{(budget or ['--supernet'])[0]} needs --evaluator supernet")
+    if args.supernet and budget:
+        raise NasError(f"{budget[0]} sets the budget of a supernet trained in the run; --supernet reuses a "
+                       "trained one")
+    if args.supernet_rule is not None:
+        _choose(args.supernet_rule, RULES, "supernet rule")
+    return EvaluatorSettings(
+        kind=args.evaluator, supernet=None if args.supernet is None else str(args.supernet.resolve()),
+        epochs=_SUPERNET.epochs if args.supernet_epochs is None else args.supernet_epochs,
+        rule=args.supernet_rule or _SUPERNET.rule)
+
+
 def _choose(value: str, options: Sequence[str], what: str) -> str:
     if value not in options:
         raise NasError(f"unknown {what} {value!r}; known: {', '.join(options)}")
@@ -111,9 +151,9 @@ def _choose(value: str, options: Sequence[str], what: str) -> str:
 def _objective(args: argparse.Namespace, latency_model) -> Objective:
     mode = args.objective or ("pareto" if args.controller == "nsga2" else "reward")
     _choose(mode, MODES, "objective")
-    if mode == "pareto" and args.controller == "rl":
-        raise NasError("the rl controller needs a scalar reward: use --objective reward, or --controller nsga2/tpe "
-                       "for a Pareto front")
+    if mode == "pareto" and args.controller in ("rl", "evolution"):
+        raise NasError(f"the {args.controller} controller needs a scalar reward: use --objective reward, or "
+                       "--controller nsga2/tpe for a Pareto front")
     target_ms = args.latency_target
     if target_ms is None:
         from nas import zoo
@@ -131,6 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.target = resolve_target(args.target, args.calibration)
     _choose(args.space, SPACES, "search space")
     _choose(args.controller, CONTROLLERS, "controller")
+    evaluator = _evaluator(args)
     check_device(args.device, here=args.ray_address is None)
     if args.ray_address:
         probe(args.ray_address)
@@ -149,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           controller=args.controller, trials=args.trials, workers=args.workers, proxy=proxy,
                           seed=args.seed, population=args.population,
                           ppo=PPOSettings(lr=args.ppo_lr, batch=args.ppo_batch), storage=args.storage,
-                          ray_address=args.ray_address, top_k=args.top_k)
+                          ray_address=args.ray_address, top_k=args.top_k, evaluator=evaluator)
     resume = shlex.join(["python", "-m", "nas.search", *(argv if argv is not None else sys.argv[1:])]
                         + ([] if args.out else ["--out", str(out)]))
     print(f"run directory {out}  (resume with: {resume})", file=sys.stderr)

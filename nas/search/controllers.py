@@ -16,6 +16,8 @@ finished, and :meth:`Controller.sync` replays finished trials a controller's sav
   itself is their memory; the sampler (with its random state) is the state dict.
 * ``rl`` is MnasNet's controller (:class:`RLController`): an LSTM that emits one softmax per
   choice, trained with PPO (clipped ratio, moving-average reward baseline, entropy bonus).
+* ``evolution`` is regularized (aging) evolution (:class:`EvolutionController`): tournament
+  selection, one mutated choice per child, the oldest member dies.
 
 Example::
 
@@ -36,6 +38,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import optuna
 import torch
 from optuna.distributions import CategoricalDistribution
@@ -46,7 +49,7 @@ from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.search.records import Status
 
-CONTROLLERS = ("rl", "tpe", "nsga2", "random")
+CONTROLLERS = ("rl", "tpe", "nsga2", "random", "evolution")
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,15 @@ class Controller(ABC):
 
     def _learn(self, proposal: Proposal, result: Result) -> None:
         """Hook for controllers that learn outside the study."""
+
+    def _ask_for(self, choices: Sequence[int]) -> Proposal:
+        """Open a trial with the option indices this controller chose itself (enqueued, then asked)."""
+        self.study.enqueue_trial({c.name: self._distributions[c.name].choices[i]
+                                  for c, i in zip(self._choices, choices)})
+        proposal = self._open_trial(self.study.ask(self._distributions))
+        if list(proposal.choices) != list(choices):
+            raise NasError("the study holds enqueued trials of an earlier run: take interrupted() before ask()")
+        return proposal
 
     def _open_trial(self, trial: optuna.trial.Trial) -> Proposal:
         """Read the choices of a trial just asked with our distributions; remember it until told."""
@@ -309,11 +321,7 @@ class RLController(Controller):
         actions, log_probs = self.policy.sample(n, self.generator)
         proposals = []
         for action, log_prob in zip(actions.tolist(), log_probs.tolist()):
-            self.study.enqueue_trial({c.name: self._distributions[c.name].choices[a]
-                                      for c, a in zip(self._choices, action)})
-            proposal = self._open_trial(self.study.ask(self._distributions))
-            if list(proposal.choices) != action:
-                raise NasError("the study holds enqueued trials of an earlier run: take interrupted() before ask()")
+            proposal = self._ask_for(action)
             self._log_probs[proposal.number] = log_prob
             proposals.append(proposal)
         return proposals
@@ -380,6 +388,80 @@ class RLController(Controller):
         self._seen = set(state["seen"])
 
 
+class EvolutionController(Controller):
+    """Regularized (aging) evolution, Real et al. 2019: the usual baseline of OFA and TuNAS.
+
+    The first ``population`` proposals are drawn uniformly; after that each proposal takes
+    ``sample`` members of the population at random, copies the fittest (first objective value)
+    and changes one of its choices to another option. Every finished trial joins the population
+    and the oldest member dies once it is over ``population``, so a lucky early score cannot rule
+    for ever. Failed trials never join. ``sample`` defaults to a quarter of the population (at least 2),
+    the ratio of the paper's ImageNet runs (P=100, S=25).
+    """
+
+    name = "evolution"
+
+    def __init__(self, *, space, study: optuna.Study, seed: int = 0, population: int = 8,
+                 sample: int | None = None) -> None:
+        super().__init__(space=space, study=study)
+        if len(study.directions) != 1:
+            raise NasError("the evolution controller needs a scalar reward; use --objective reward, or "
+                           "--controller nsga2/tpe for a Pareto front")
+        if population < 2:
+            raise NasError(f"evolution needs a population of at least 2, got {population}")
+        self.population_size = population
+        self.sample = min(population, max(2, population // 4) if sample is None else sample)
+        self.rng = np.random.default_rng(seed)
+        self.population: list[tuple[tuple[int, ...], float]] = []  # (choices, fitness), oldest first
+        self._seen: set[int] = set()
+
+    def ask(self, n: int = 1) -> list[Proposal]:
+        return [self._ask_for(self._child()) for _ in range(n)]
+
+    def _child(self) -> tuple[int, ...]:
+        sizes = [len(c.options) for c in self._choices]
+        if len(self.population) < self.population_size:
+            return tuple(int(self.rng.integers(size)) for size in sizes)
+        picked = self.rng.choice(len(self.population), size=self.sample, replace=False)
+        parent = max((self.population[i] for i in sorted(picked)), key=lambda member: member[1])[0]
+        mutable = [i for i, size in enumerate(sizes) if size > 1]
+        if not mutable:
+            return parent
+        where = mutable[int(self.rng.integers(len(mutable)))]
+        other = int(self.rng.integers(sizes[where] - 1))
+        child = list(parent)
+        child[where] = other + (other >= parent[where])  # any option but the parent's
+        return tuple(child)
+
+    def _learn(self, proposal: Proposal, result: Result) -> None:
+        self._seen.add(proposal.number)
+        if result.status is Status.FAILED:
+            return
+        self.population.append((tuple(proposal.choices), float(result.values[0])))
+        if len(self.population) > self.population_size:
+            self.population.pop(0)
+
+    def sync(self) -> None:
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            if frozen.number not in self._seen:
+                result = Result.failed() if frozen.state == TrialState.FAIL else Result.ok(frozen.values)
+                self._learn(self._from_trial(frozen), result)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng": self.rng.bit_generator.state,
+                "population": [(list(c), f) for c, f in self.population], "seen": sorted(self._seen),
+                "population_size": self.population_size, "sample": self.sample}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        if (state["population_size"], state["sample"]) != (self.population_size, self.sample):
+            raise NasError("saved evolution controller has another population or sample size; "
+                           "use a new --out directory")
+        self.rng.bit_generator.state = state["rng"]
+        self.population = [(tuple(c), float(f)) for c, f in state["population"]]
+        self._seen = set(state["seen"])
+
+
 def make_sampler(name: str, *, seed: int, population: int = 8) -> optuna.samplers.BaseSampler:
     """The Optuna sampler behind a controller name; ``population`` is TPE's random start and NSGA-II's generation."""
     if name == "tpe":
@@ -396,10 +478,13 @@ def make_controller(name: str, *, space, study: optuna.Study, seed: int = 0, pop
                     ppo: PPOSettings = PPOSettings()) -> Controller:
     """The controller called ``name`` over ``space``, keeping its trials in ``study``.
 
-    ``population`` sizes TPE's random start-up and NSGA-II's generations; ``ppo`` configures rl.
+    ``population`` sizes TPE's random start-up, NSGA-II's generations and evolution's population;
+    ``ppo`` configures rl.
     """
     if name == "rl":
         return RLController(space=space, study=study, seed=seed, settings=ppo)
+    if name == "evolution":
+        return EvolutionController(space=space, study=study, seed=seed, population=population)
     if name not in CONTROLLERS:
         raise NasError(f"unknown controller {name!r}; known: {', '.join(CONTROLLERS)}")
     return OptunaController(name=name, space=space, study=study,

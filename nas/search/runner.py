@@ -1,8 +1,9 @@
 """Run a platform-aware search: controller -> latency + proxy training -> reward, in parallel, resumable.
 
 The driver (this process) asks the controller for architectures, prices each one's latency at the
-deployment resolution with the target's latency model, and hands it to a worker for proxy
-training; when the accuracy comes back it computes the objective and tells the controller.
+deployment resolution with the target's latency model, and hands it to a worker for its
+accuracy (proxy training, or a child of a weight-sharing supernet: :mod:`nas.search.evaluators`);
+when the accuracy comes back it computes the objective and tells the controller.
 Workers are Ray Tune trials (local Ray with one CPU per worker by default, or a cluster at
 ``ray_address``); ``workers=0`` evaluates in this process instead, without Ray.
 
@@ -43,16 +44,18 @@ from nas.arch import ArchSpec
 from nas.cluster import start_ray
 from nas.errors import NasError
 from nas.search.controllers import Controller, PPOSettings, Proposal, Result, make_controller
-from nas.search.evaluate import Evaluation, ProxySettings, evaluate_candidate
+from nas.search.evaluate import Evaluation, ProxySettings
+from nas.search.evaluators import Evaluator, EvaluatorSettings, check_supernet, make_evaluator, prepare_supernet
 from nas.search.objectives import Objective
 from nas.search.records import Status, TrialRecord, trials_frame
 from nas.train.proxy import open_data
 
 STATE_FILE = "controller.pkl"
 CONFIG_FILE = "config.json"
-Evaluator = Callable[[ArchSpec, ProxySettings], Evaluation]
 # Settings that define what a run holds; changing one needs a new run.
-_FIXED_SETTINGS = ("target", "space", "controller", "objective", "proxy", "seed", "population", "ppo")
+_FIXED_SETTINGS = ("target", "space", "controller", "objective", "proxy", "seed", "population", "ppo", "evaluator")
+# What a run made before the setting existed used.
+_EVALUATOR_BEFORE = EvaluatorSettings().fixed()
 # Where candidates train: free to change on resume, like ``workers`` (a GPU run may resume on a CPU machine).
 _RUNS_ANYWHERE = "proxy.device"
 _ADVICE = "rerun with the same settings to resume, or use a new --out directory"
@@ -88,6 +91,7 @@ class SearchConfig:
     ray_address: str | None = None
     top_k: int = 5
     max_errors: int = 3
+    evaluator: EvaluatorSettings = EvaluatorSettings()
 
     def __post_init__(self) -> None:
         if self.trials < 1:
@@ -112,7 +116,7 @@ class SearchConfig:
 
         The proxy's ``device`` is left out: where a candidate trains is how the run executes, like
         ``workers``, so a run started on a GPU machine may resume on a CPU one."""
-        data = asdict(self)
+        data = {**asdict(self), "evaluator": self.evaluator.fixed()}
         return _without_device(json.loads(json.dumps({k: data[k] for k in _FIXED_SETTINGS})))
 
 
@@ -150,6 +154,8 @@ def open_run(config: SearchConfig) -> tuple[optuna.Study, str]:
     """
     path = Path(config.out) / CONFIG_FILE
     fresh, run_id = not path.exists(), new_run_id()
+    if not fresh:
+        _add_evaluator(path)
     current = config.fixed()
     rundir.claim(path, {RUN_ID: run_id, FIXED: current, "trials": config.trials},
                  may_differ=(RUN_ID, "trials", f"{FIXED}.{_RUNS_ANYWHERE}"), advice=_ADVICE)
@@ -172,9 +178,21 @@ def open_run(config: SearchConfig) -> tuple[optuna.Study, str]:
         rundir.write_json(path, {**saved, RUN_ID: run_id})
     elif owner != run_id:
         raise _taken(config, study)
-    rundir.check_same(study.user_attrs[FIXED], current, where=f"study {config.study_name!r} in "
+    rundir.check_same(_with_evaluator(study.user_attrs[FIXED]), current, where=f"study {config.study_name!r} in "
                       f"{_shown(config.storage_url)}", may_differ=(_RUNS_ANYWHERE,), advice=_ADVICE)
     return study, run_id
+
+
+def _with_evaluator(fixed: dict[str, Any]) -> dict[str, Any]:
+    """Fixed settings of a run made before runs chose their evaluator: it trained every candidate."""
+    return fixed if "evaluator" in fixed else {**fixed, "evaluator": _EVALUATOR_BEFORE}
+
+
+def _add_evaluator(path: Path) -> None:
+    """Write the evaluator into an older run's ``config.json``, so that it resumes as what it was."""
+    saved = rundir.read_json(path, what="settings file", advice="remove it or use another --out")
+    if isinstance(saved, dict) and isinstance(saved.get(FIXED), dict) and "evaluator" not in saved[FIXED]:
+        rundir.write_json(path, {**saved, FIXED: _with_evaluator(saved[FIXED])})
 
 
 def _without_device(fixed: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +279,7 @@ class Driver:
     """
 
     def __init__(self, config: SearchConfig, controller: Controller, latency_model, progress,
-                 evaluator: Evaluator = evaluate_candidate, *, run_id: str) -> None:
+                 evaluator: Evaluator, *, run_id: str) -> None:
         self.config = config
         self.run_id = run_id
         self.evaluator = evaluator
@@ -350,15 +368,15 @@ def _run_serial(driver: Driver) -> None:
     try:
         while driver.more():
             proposal = driver.next()
-            driver.finish(proposal, _evaluate_safely(driver.evaluator, proposal.spec, driver.config.proxy))
+            driver.finish(proposal, _evaluate_safely(driver.evaluator, proposal.spec))
     finally:
         torch.set_num_threads(threads)
 
 
-def _evaluate_safely(evaluator: Evaluator, spec: ArchSpec, settings: ProxySettings) -> Evaluation:
+def _evaluate_safely(evaluator: Evaluator, spec: ArchSpec) -> Evaluation:
     """Any error of one candidate becomes its failed record; the driver aborts on repeated errors."""
     try:
-        return evaluator(spec, settings)
+        return evaluator(spec)
     except Exception as err:  # noqa: BLE001 -- reported with the trial, and repeated errors stop the search
         return Evaluation.failed(f"{type(err).__name__}: {err}", error=True)
 
@@ -370,12 +388,12 @@ def report(metrics: dict[str, Any]) -> None:
     tune.report(metrics)
 
 
-def _ray_trial(config: dict[str, Any], settings: ProxySettings, evaluator: Evaluator) -> None:
-    """A Ray Tune function trainable: proxy-train one architecture and report its evaluation."""
+def _ray_trial(config: dict[str, Any], evaluator: Evaluator) -> None:
+    """A Ray Tune function trainable: evaluate one architecture and report its evaluation."""
     import torch
 
     torch.set_num_threads(1)
-    report(_evaluate_safely(evaluator, config["spec"], settings).to_dict())
+    report(_evaluate_safely(evaluator, config["spec"]).to_dict())
 
 
 def _trial_resources(config: SearchConfig, local_gpus: int = 0) -> dict[str, float]:
@@ -454,7 +472,7 @@ def _run_ray(driver: Driver) -> None:
     started = start_ray(config.workers, config.ray_address)
     try:
         searcher = ControllerSearcher()
-        trainable = tune.with_parameters(_ray_trial, settings=config.proxy, evaluator=driver.evaluator)
+        trainable = tune.with_parameters(_ray_trial, evaluator=driver.evaluator)
         tuner = tune.Tuner(
             tune.with_resources(trainable, _trial_resources(config, _local_gpus())),
             tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1,
@@ -545,13 +563,15 @@ def draw_pareto(table: pd.DataFrame, out: Path, references: pd.DataFrame, *, spa
 # ------------------------------------------------------------------ entry point
 
 
-def run_search(config: SearchConfig, *, latency_model=None, evaluator: Evaluator = evaluate_candidate,
+def run_search(config: SearchConfig, *, latency_model=None, evaluator: Evaluator | None = None,
                progress_factory: Callable[..., Any] | None = None) -> SearchSummary:
     """Run (or resume) the search described by ``config``; returns the trials table and the best trial.
 
     ``latency_model`` defaults to ``get_latency_model(config.target)``; pass one to reuse it.
-    ``evaluator`` scores one candidate (proxy training by default; a module-level function, so
-    Ray can ship it to workers). ``progress_factory`` makes the progress bar (tqdm by default).
+    ``evaluator`` scores one candidate (by default the one ``config.evaluator`` names; picklable, so
+    Ray can ship it to workers). With the supernet evaluator the run's first stage trains (or
+    finishes) the supernet, or checks the reused one. ``progress_factory`` makes the progress bar
+    (tqdm by default).
     """
     from search_spaces import get_space
 
@@ -563,9 +583,14 @@ def run_search(config: SearchConfig, *, latency_model=None, evaluator: Evaluator
     elif latency_model.target != config.target:
         raise NasError(f"latency model is for {latency_model.target!r}, not {config.target!r}")
     open_data(config.proxy)  # a missing or unreadable dataset fails here, once, not in every worker
+    if config.evaluator.supernet is not None:
+        check_supernet(config.evaluator.supernet, space=config.space)  # before the run directory is made
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     study, run_id = open_run(config)
+    if evaluator is None:
+        supernet = prepare_supernet(config) if config.evaluator.kind == "supernet" else None
+        evaluator = make_evaluator(config, supernet)
     controller = make_controller(config.controller, space=space, study=study, seed=config.seed,
                                  population=config.population, ppo=config.ppo)
     state_path = out / STATE_FILE
