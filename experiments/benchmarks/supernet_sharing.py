@@ -2,7 +2,8 @@
 
 Each run trains a new supernet for ``--steps`` SGD steps on one child per step: a fixed base child
 (the smallest child of ``--skeleton``, its unsized choices drawn with ``--seed``) in which only the
-choices the run names (a suffix such as ``.op``, or a prefix such as ``stem.``) are drawn anew every step (``none``: the base child
+choices the run names (a suffix such as ``.op``, a prefix such as ``stem.``, or several joined by
+``+``) are drawn anew every step (``none``: the base child
 itself, i.e. stand-alone training). ``--fix SUFFIX=VALUE`` forces an option in every run (e.g.
 ``.skip=identity``). It prints the mean training loss per window of ten steps: a run that stays
 near ln(10) = 2.30 while ``none`` falls is a choice whose weight sharing the training does not
@@ -67,7 +68,8 @@ def losses(space: FactorizedSpace, settings: SupernetSettings, *, suffix: str, s
                                 momentum=settings.momentum, nesterov=True)
     base = space.encode(extreme_child(space, np.random.default_rng(seed), largest=False, skeleton=skeleton))
     base = [fixed.get(k, v) for k, v in enumerate(base)]
-    varied = [k for k, c in enumerate(space.choices()) if suffix != "none" and _names(c.name, suffix)
+    parts = [] if suffix == "none" else suffix.split("+")
+    varied = [k for k, c in enumerate(space.choices()) if any(_names(c.name, part) for part in parts)
               and k not in fixed and c.name != "skeleton"]
     rng, criterion, out = np.random.default_rng(seed), nn.CrossEntropyLoss(), []
     net.train()
@@ -120,7 +122,7 @@ def main(argv=None) -> int:
         rows.append({"varied": suffix, **{f"steps_{i * WINDOW + 1}_{(i + 1) * WINDOW}": w
                                           for i, w in enumerate(windows)},
                      "seconds": time.perf_counter() - begin})
-        print(f"{suffix:10s} " + " ".join(f"{w:.3f}" for w in windows) + f"   ({rows[-1]['seconds']:.0f} s)",
+        print(f"{suffix:10s}\n    " + " ".join(f"{w:.3f}" for w in windows) + f"   ({rows[-1]['seconds']:.0f} s)",
               flush=True)
     if args.out:
         pd.DataFrame(rows).to_csv(args.out, index=False)
