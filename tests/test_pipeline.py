@@ -345,3 +345,6 @@ def test_committed_latency_sources_and_reports_hold_no_absolute_path():
     for path in files:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             assert not ABSOLUTE_PATH.search(line), f"{path.relative_to(ROOT)}:{number}: {line[:200]}"
+    for path in results.rglob("trials.parquet"):  # the binary twin of trials.csv
+        for source in pd.read_parquet(path)["latency_source"]:
+            assert not ABSOLUTE_PATH.search(source), f"{path.relative_to(ROOT)}: {source[:200]}"
