@@ -5,7 +5,8 @@ Each run trains a new supernet for ``--steps`` SGD steps on one child per step: 
 choices the run names (a suffix such as ``.op``, a prefix such as ``stem.``, or several joined by
 ``+``) are drawn anew every step (``none``: the base child
 itself, i.e. stand-alone training). ``--fix SUFFIX=VALUE`` forces an option in every run (e.g.
-``.skip=identity``). It prints the mean training loss per window of ten steps: a run that stays
+``.skip=identity``); ``SUFFIX=A|B`` keeps those options only (the first in the base child, all of
+them drawn when a run varies the choice, e.g. ``.op=mb6|ds``). It prints the mean training loss per window of ten steps: a run that stays
 near ln(10) = 2.30 while ``none`` falls is a choice whose weight sharing the training does not
 survive at this budget.
 
@@ -42,8 +43,8 @@ RUNS = ("none", ".op", ".kernel", ".se", ".act", ".skip", ".filters", ".layers",
 WINDOW = 10
 
 
-def _fixes(pairs: list[str], space: FactorizedSpace) -> dict[int, int]:
-    """``SUFFIX=VALUE`` -> {choice index: option index} for every choice the suffix names."""
+def _fixes(pairs: list[str], space: FactorizedSpace) -> dict[int, list[int]]:
+    """``SUFFIX=A|B`` -> {choice index: the allowed option indices} for every choice the suffix names."""
     fixed = {}
     for pair in pairs:
         suffix, sep, value = pair.partition("=")
@@ -52,14 +53,16 @@ def _fixes(pairs: list[str], space: FactorizedSpace) -> dict[int, int]:
             raise NasError(f"--fix {pair!r}: give SUFFIX=VALUE naming at least one choice of the space")
         for k, choice in matched:
             names = [str(option) for option in choice.options]
-            if value not in names:
-                raise NasError(f"--fix {pair!r}: {choice.name} has no option {value!r} (options: {', '.join(names)})")
-            fixed[k] = names.index(value)
+            missing = [v for v in value.split("|") if v not in names]
+            if missing:
+                raise NasError(f"--fix {pair!r}: {choice.name} has no option {missing[0]!r} "
+                               f"(options: {', '.join(names)})")
+            fixed[k] = [names.index(v) for v in value.split("|")]
     return fixed
 
 
 def losses(space: FactorizedSpace, settings: SupernetSettings, *, suffix: str, steps: int, skeleton: str,
-           fixed: dict[int, int], seed: int) -> list[float]:
+           fixed: dict[int, list[int]], seed: int) -> list[float]:
     """Training loss of every step of a fresh supernet whose ``suffix`` choices vary per step."""
     torch.manual_seed(seed)
     data = open_data(settings)
@@ -67,17 +70,18 @@ def losses(space: FactorizedSpace, settings: SupernetSettings, *, suffix: str, s
     optimizer = torch.optim.SGD(parameter_groups(net, settings.weight_decay), lr=settings.lr,
                                 momentum=settings.momentum, nesterov=True)
     base = space.encode(extreme_child(space, np.random.default_rng(seed), largest=False, skeleton=skeleton))
-    base = [fixed.get(k, v) for k, v in enumerate(base)]
+    base = [fixed[k][0] if k in fixed else v for k, v in enumerate(base)]
     parts = [] if suffix == "none" else suffix.split("+")
     varied = [k for k, c in enumerate(space.choices()) if any(_names(c.name, part) for part in parts)
-              and k not in fixed and c.name != "skeleton"]
+              and len(fixed.get(k, c.options)) > 1 and c.name != "skeleton"]
     rng, criterion, out = np.random.default_rng(seed), nn.CrossEntropyLoss(), []
     net.train()
     while len(out) < steps:
         for inputs, targets in data.loader("train", batch_size=settings.batch_size, seed=len(out), drop_last=True):
             vector = list(base)
             for k in varied:
-                vector[k] = int(rng.integers(len(space.choices()[k].options)))
+                allowed = fixed.get(k, range(len(space.choices()[k].options)))
+                vector[k] = allowed[int(rng.integers(len(allowed)))]
             optimizer.zero_grad(set_to_none=True)
             loss = criterion(net(inputs, space.decode(vector)), targets)
             loss.backward()
