@@ -294,7 +294,40 @@ class PPOSettings:
     hidden: int = 64
 
 
-class RLController(Controller):
+class LearningController(Controller):
+    """A controller whose own state learns from results (RL, evolution), beyond what the study holds.
+
+    It remembers which trials it has learnt from, so :meth:`sync` catches up on trials that another
+    (killed) process finished before this state was saved.
+    """
+
+    def __init__(self, *, space, study: optuna.Study) -> None:
+        super().__init__(space=space, study=study)
+        self._seen: set[int] = set()
+
+    def sync(self) -> None:
+        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
+            if frozen.number not in self._seen:
+                result = Result.failed() if frozen.state == TrialState.FAIL else Result.ok(frozen.values)
+                self._learn(self._from_trial(frozen), result)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "seen": sorted(self._seen)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self._seen = set(state["seen"])
+
+    def _learn(self, proposal: Proposal, result: Result) -> None:
+        self._seen.add(proposal.number)
+        self._absorb(proposal, result)
+
+    @abstractmethod
+    def _absorb(self, proposal: Proposal, result: Result) -> None:
+        """Update the controller's own state with one finished trial."""
+
+
+class RLController(LearningController):
     """MnasNet's RNN controller trained with PPO on the scalar reward (first objective value)."""
 
     name = "rl"
@@ -315,7 +348,6 @@ class RLController(Controller):
         self.updates = 0
         self._log_probs: dict[int, float] = {}
         self._buffer: list[tuple[tuple[int, ...], float, float]] = []  # (choices, log_prob at ask, reward)
-        self._seen: set[int] = set()
 
     def ask(self, n: int = 1) -> list[Proposal]:
         actions, log_probs = self.policy.sample(n, self.generator)
@@ -326,8 +358,7 @@ class RLController(Controller):
             proposals.append(proposal)
         return proposals
 
-    def _learn(self, proposal: Proposal, result: Result) -> None:
-        self._seen.add(proposal.number)
+    def _absorb(self, proposal: Proposal, result: Result) -> None:
         log_prob = self._log_probs.pop(proposal.number, None)
         if result.status is Status.FAILED:
             return  # a trial that did not train says nothing about the reward
@@ -360,19 +391,13 @@ class RLController(Controller):
         self.spread = s.baseline_decay * self.spread + (1 - s.baseline_decay) * deviation
         self.updates += 1
 
-    def sync(self) -> None:
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-            if frozen.number not in self._seen:
-                result = Result.failed() if frozen.state == TrialState.FAIL else Result.ok(frozen.values)
-                self._learn(self._from_trial(frozen), result)
-
     def state_dict(self) -> dict[str, Any]:
         buffer = io.BytesIO()
         torch.save({"policy": self.policy.state_dict(), "optimizer": self.optimizer.state_dict(),
                     "generator": self.generator.get_state()}, buffer)
         return {**super().state_dict(), "torch": buffer.getvalue(), "baseline": self.baseline, "spread": self.spread,
                 "updates": self.updates, "log_probs": dict(self._log_probs), "buffer": list(self._buffer),
-                "seen": sorted(self._seen), "sizes": list(self.policy.sizes)}
+                "sizes": list(self.policy.sizes)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
@@ -385,10 +410,9 @@ class RLController(Controller):
         self.baseline, self.spread, self.updates = state["baseline"], state["spread"], state["updates"]
         self._log_probs = {int(k): float(v) for k, v in state["log_probs"].items()}
         self._buffer = [(tuple(c), float(lp), float(r)) for c, lp, r in state["buffer"]]
-        self._seen = set(state["seen"])
 
 
-class EvolutionController(Controller):
+class EvolutionController(LearningController):
     """Regularized (aging) evolution, Real et al. 2019: the usual baseline of OFA and TuNAS.
 
     The first ``population`` proposals are drawn uniformly; after that each proposal takes
@@ -413,7 +437,6 @@ class EvolutionController(Controller):
         self.sample = min(population, max(2, population // 4) if sample is None else sample)
         self.rng = np.random.default_rng(seed)
         self.population: list[tuple[tuple[int, ...], float]] = []  # (choices, fitness), oldest first
-        self._seen: set[int] = set()
 
     def ask(self, n: int = 1) -> list[Proposal]:
         return [self._ask_for(self._child()) for _ in range(n)]
@@ -433,23 +456,16 @@ class EvolutionController(Controller):
         child[where] = other + (other >= parent[where])  # any option but the parent's
         return tuple(child)
 
-    def _learn(self, proposal: Proposal, result: Result) -> None:
-        self._seen.add(proposal.number)
+    def _absorb(self, proposal: Proposal, result: Result) -> None:
         if result.status is Status.FAILED:
             return
         self.population.append((tuple(proposal.choices), float(result.values[0])))
         if len(self.population) > self.population_size:
             self.population.pop(0)
 
-    def sync(self) -> None:
-        for frozen in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
-            if frozen.number not in self._seen:
-                result = Result.failed() if frozen.state == TrialState.FAIL else Result.ok(frozen.values)
-                self._learn(self._from_trial(frozen), result)
-
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "rng": self.rng.bit_generator.state,
-                "population": [(list(c), f) for c, f in self.population], "seen": sorted(self._seen),
+                "population": [(list(c), f) for c, f in self.population],
                 "population_size": self.population_size, "sample": self.sample}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -459,7 +475,6 @@ class EvolutionController(Controller):
                            "use a new --out directory")
         self.rng.bit_generator.state = state["rng"]
         self.population = [(tuple(c), float(f)) for c, f in state["population"]]
-        self._seen = set(state["seen"])
 
 
 def make_sampler(name: str, *, seed: int, population: int = 8) -> optuna.samplers.BaseSampler:
