@@ -18,6 +18,7 @@ from typing import Any, Sequence, TypeVar, Union, get_args, get_origin, get_type
 
 import yaml
 
+from nas import rundir
 from nas.errors import NasError
 from nas.latency.predict import resolve_target
 from nas.netadapt.loop import Settings
@@ -328,8 +329,6 @@ def load_config(path: Path, *, quick: bool = False, overrides: Sequence[str] = (
 
 def read_run_config(out: Path) -> PipelineConfig:
     """The config a run in ``out`` was made with (its ``config.json``), whatever the YAML says today."""
-    from nas import rundir
-
     path = Path(out) / "config.json"
     if not path.is_file():
         raise NasError(f"{out} holds no pipeline run (no config.json)")
