@@ -26,9 +26,8 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
-from nas import cli, zoo
+from nas import cli, rundir, zoo
 from nas.errors import NasError
 from nas.supernet.evaluator import SupernetEvaluator
 from nas.supernet.network import NotAChildError
@@ -145,8 +144,7 @@ def _evaluate(args: argparse.Namespace) -> None:
     table = pd.DataFrame(rows)
     print(table.drop(columns="arch").round(4).to_string(index=False))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        table.to_csv(args.out, index=False)
+        rundir.write_table(args.out, table)
         print(f"wrote {args.out}")
 
 
@@ -160,15 +158,14 @@ def _extract(args: argparse.Namespace) -> None:
     model = evaluator.child(spec)
     state = {name: tensor.cpu() for name, tensor in model.state_dict().items()}
     score = evaluator.score(model)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "spec.json").write_text(child.to_json(indent=1))
+    rundir.write_text(args.out / "spec.json", child.to_json(indent=1))
     config = {**evaluator.settings.to_dict(), "task": "classification", "source": "supernet",
               "supernet": str(args.supernet.resolve())}
     # "model"/"spec"/"config"/"task" for nas.evaluate and nas.train's loader, "state_dict" for nas.netadapt.
-    torch.save({"model": state, "state_dict": state, "spec": child.to_json(), "config": config,
-                "task": "classification", "ema": None}, args.out / "checkpoint.pt")
-    pd.DataFrame([{"arch": child.to_string(), "accuracy": score.accuracy, "val_loss": score.val_loss}]).to_csv(
-        args.out / "score.csv", index=False)
+    rundir.write_torch(args.out / "checkpoint.pt", {"model": state, "state_dict": state, "spec": child.to_json(),
+                                                    "config": config, "task": "classification", "ema": None})
+    rundir.write_table(args.out / "score.csv",
+                       [{"arch": child.to_string(), "accuracy": score.accuracy, "val_loss": score.val_loss}])
     print(f"{args.arch}: held-out top-1 {score.accuracy:.4f} with inherited weights; wrote {args.out}/spec.json, "
           "checkpoint.pt, score.csv")
 

@@ -33,10 +33,10 @@ from torch import nn
 
 from nas.arch import ArchSpec, HeadSpec, LayerSpec, iter_layers, make_divisible
 from nas.errors import NasError
-from nas.model import Network, init_weights, build_model
+from nas.model import Network, build_model, init_weights
 from nas.supernet.elastic import Axis, ElasticConvBN, ElasticLinear, ElasticSE, activate
 from search_spaces import FactorizedSpace, NotInSpaceError, SearchSpace
-from search_spaces.factorized import EFFICIENT_HEAD_RATIO, STEM_KERNEL, STEM_STRIDE, layer_op
+from search_spaces.factorized import EFFICIENT_HEAD_RATIO, STEM_KERNEL, layer_op
 
 
 class NotAChildError(NasError):
