@@ -30,7 +30,6 @@ SINGLE_PATH_LAYERS = "pixel1_runtime_model.json"
 NOTE10_BLOCKS = ("note10_ofa_160_lookup_table.yaml", "note10_ofa_192_lookup_table.yaml",
                  "note10_ofa_224_lookup_table.yaml")
 PUBLISHED = "pixel1_published.csv"
-PAPER = "pixel1_mobilenetv3_paper.csv"
 
 
 @dataclass(frozen=True)
@@ -210,7 +209,7 @@ def proxyless_mobile_ms(directory: Path = SOURCES_DIR) -> float:
 
 def published(directory: Path = SOURCES_DIR, filename: str = PUBLISHED) -> pd.DataFrame:
     """Published whole-network Pixel 1 latencies of one benchmark run (``filename``): README rows
-    (MobileNetV2, MnasNet-A1) or the MobileNetV3 paper's Table 3 rows (:data:`PAPER`)."""
+    (MobileNetV2, MnasNet-A1) or the MobileNetV3 paper's Table 3 rows (each calibration's ``source``)."""
     try:
         table = pd.read_csv(directory / filename, comment="#")
     except (OSError, pd.errors.ParserError) as err:
