@@ -4,6 +4,7 @@ Examples::
 
     python -m search_spaces list
     python -m search_spaces show mobilenetv3
+    python -m search_spaces show mobilenetv3-shared    # the weight-sharing sub-space
     python -m search_spaces sample mnasnet -n 5 --seed 1 --out samples.csv
     python -m search_spaces check mnasnet mnasnet_a1
     python -m search_spaces check mobilenetv3 mobilenet_v3_large --ignore-expansion
@@ -28,7 +29,7 @@ from search_spaces import SPACES, FactorizedSpace, SearchSpace, get_space
 def skeleton_table(space: FactorizedSpace) -> pd.DataFrame:
     """One row per block of each skeleton: stride, base width and depth, reachable widths."""
     return pd.DataFrame([{"skeleton": key, "block": i, "stride": stage.stride, "base width": stage.width,
-                          "widths": ", ".join(map(str, space.stage_widths(stage))), "base depth": stage.depth}
+                          "widths": ", ".join(map(str, space.stage_widths(i, stage))), "base depth": stage.depth}
                          for key, stages in space.skeletons.items() for i, stage in enumerate(stages, 1)])
 
 
@@ -70,6 +71,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "show":
         print(choices_table(space).to_string(index=False))
         if isinstance(space, FactorizedSpace):
+            fixed = space.fixed()
+            if fixed:
+                print("\nfixed: " + ", ".join(f"{name} = {value}" for name, value in fixed.items()))
             print()
             print(skeleton_table(space).to_string(index=False))
         print(f"\n{len(space.choices())} choices, {space.size():,} vectors")

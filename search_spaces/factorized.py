@@ -20,6 +20,9 @@ Rules shared by every factorized space:
   width == output width); ``none`` means no residual in the block.
 * **SE**: the ratio is relative to the block input (``mnas`` style) or to the expansion (``v3``
   style), per space.
+* **Per-block options**: ``overrides`` replaces the options of named choices (``{"block1.op":
+  ("ds",)}``), e.g. to fix the first block to the depthwise-separable layer every published
+  network of these spaces starts with.
 * **Head**: ``classic`` is a 1x1 conv to ``head.width``, pooling, classifier. ``efficient`` is
   MobileNetV3's last stage: a 1x1 conv to ``make_divisible(6 * last width, 8)``, pooling, then a
   ``head.width`` hidden layer and the classifier.
@@ -137,17 +140,18 @@ class FactorizedSpace(SearchSpace):
     """A skeleton of blocks with per-block choices; see the module docstring for the rules."""
 
     def __init__(self, *, name: str, skeletons: Mapping[str, Sequence[Stage]], blocks: BlockOptions,
-                 stem: StemOptions, head: HeadOptions, se_style: str, num_classes: int = 1000) -> None:
+                 stem: StemOptions, head: HeadOptions, se_style: str, num_classes: int = 1000,
+                 overrides: Mapping[str, Sequence[Any]] | None = None) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise NasError(f"num_classes: expected a positive integer, got {num_classes!r}")
         self.name = name
         self.skeletons = {key: tuple(stages) for key, stages in skeletons.items()}
         self.block_options, self.stem_options, self.head_options = blocks, stem, head
         self.se_style, self.num_classes = se_style, num_classes
-        self._check_tables()
-        slots = self._make_slots()
-        self._choices = [slot for slot in slots if len(slot.options) > 1]
+        slots = self._make_slots(dict(overrides or {}))
         self._options = {slot.name: slot.options for slot in slots}
+        self._check_tables()
+        self._choices = [slot for slot in slots if len(slot.options) > 1]
         self._fixed = {slot.name: slot.options[0] for slot in slots if len(slot.options) == 1}
 
     @property
@@ -157,21 +161,32 @@ class FactorizedSpace(SearchSpace):
     def choices(self) -> list[Choice]:
         return list(self._choices)
 
+    def fixed(self) -> dict[str, Any]:
+        """The choices with a single option (not in the vector), and their value."""
+        return dict(self._fixed)
+
+    def options(self, name: str) -> tuple[Any, ...]:
+        """The options of choice ``name`` (``"block3.op"``, ``"head.width"``), fixed ones included."""
+        if name not in self._options:
+            raise NasError(f"{self.name}: no choice called {name!r}")
+        return self._options[name]
+
     def _check_tables(self) -> None:
         if not self.skeletons or len({len(stages) for stages in self.skeletons.values()}) != 1:
             raise NasError(f"{self.name}: skeletons must exist and have the same number of blocks")
         for key, stages in self.skeletons.items():
             for i, stage in enumerate(stages, 1):
-                if stage.depth + min(self.block_options.layers) < 1:
+                if stage.depth + min(self._options[f"block{i}.layers"]) < 1:
                     raise NasError(f"{self.name}: skeleton {key} block{i} can reach depth < 1")
-        for op in self.block_options.ops:
-            layer_op(op)
-        if not set(self.block_options.skips) <= set(_SKIPS):
-            raise NasError(f"{self.name}: skips must come from {_SKIPS}")
+        for i in range(1, self.num_blocks + 1):
+            for op in self._options[f"block{i}.op"]:
+                layer_op(op)
+            if not set(self._options[f"block{i}.skip"]) <= set(_SKIPS):
+                raise NasError(f"{self.name}: skips must come from {_SKIPS}")
         if not set(self.head_options.kinds) <= set(_HEAD_KINDS):
             raise NasError(f"{self.name}: head kinds must come from {_HEAD_KINDS}")
 
-    def _make_slots(self) -> list[Choice]:
+    def _make_slots(self, overrides: dict[str, Sequence[Any]]) -> list[Choice]:
         slots = [Choice("skeleton", tuple(self.skeletons)),
                  Choice("stem.channels", self.stem_options.channels), Choice("stem.act", self.stem_options.acts)]
         for i in range(1, self.num_blocks + 1):
@@ -179,7 +194,12 @@ class FactorizedSpace(SearchSpace):
                       for name, field in _BLOCK_FIELDS.items()]
         slots += [Choice("head.kind", self.head_options.kinds), Choice("head.width", self.head_options.widths),
                   Choice("head.act", self.head_options.acts)]
-        return slots
+        unknown = sorted(set(overrides) - {slot.name for slot in slots})
+        if unknown:
+            raise NasError(f"{self.name}: overrides name no choice: {', '.join(unknown)}")
+        if any(not tuple(options) for options in overrides.values()):
+            raise NasError(f"{self.name}: an override needs at least one option")
+        return [Choice(slot.name, tuple(overrides[slot.name])) if slot.name in overrides else slot for slot in slots]
 
     # ------------------------------------------------------------ building
 
@@ -199,7 +219,7 @@ class FactorizedSpace(SearchSpace):
         def get(field: str) -> Any:
             return values[f"block{i}.{field}"]
 
-        out = self.stage_widths(stage)[self.block_options.filters.index(get("filters"))]
+        out = make_divisible(stage.width * get("filters"), 8)
         layers = []
         for j in range(stage.depth + get("layers")):
             stride = stage.stride if j == 0 else 1
@@ -279,11 +299,12 @@ class FactorizedSpace(SearchSpace):
             furthest.note(start, f"{len(layers) - start} layer(s) left over after the last block")
             return None
         stage = stages[0]
-        shortest = stage.depth + min(self.block_options.layers)
+        deltas = self._options[f"block{index}.layers"]
+        shortest = stage.depth + min(deltas)
         if len(layers) - start < shortest:
             furthest.note(start, f"block{index} needs at least {shortest} layer(s), {len(layers) - start} left")
             return None
-        for delta in self.block_options.layers:
+        for delta in deltas:
             depth = stage.depth + delta
             chunk = layers[start:start + depth]
             if len(chunk) < depth:
@@ -304,17 +325,17 @@ class FactorizedSpace(SearchSpace):
         """The block's choices if ``chunk`` is exactly what they build, else (offset of the first
         layer that does not fit, why)."""
         first, prefix = chunk[0], f"block{index}"
-        op = self._read_op(chunk, in_ch, ignore_expansion)
+        ops = self._options[f"{prefix}.op"]
+        op = self._read_op(chunk, in_ch, ops, ignore_expansion)
         if op is None:
-            return 0, (f"{prefix}.op: {first.op} with exp {first.exp} from {in_ch} channels matches none of "
-                       f"{self.block_options.ops}")
-        widths = self.stage_widths(stage)
-        filters = self.block_options.filters[widths.index(first.out)] if first.out in widths else None
-        if filters is None:
+            return 0, f"{prefix}.op: {first.op} with exp {first.exp} from {in_ch} channels matches none of {ops}"
+        widths = self.stage_widths(index, stage)
+        if first.out not in widths:
             return 0, f"{prefix}.filters: width {first.out} is not one of {widths}"
+        filters = self._options[f"{prefix}.filters"][widths.index(first.out)]
         values = {f"{prefix}.op": op, f"{prefix}.kernel": first.kernel, f"{prefix}.se": first.se_ratio,
                   f"{prefix}.act": first.act, f"{prefix}.filters": filters,
-                  f"{prefix}.skip": "identity" if any(layer.residual for layer in chunk) else "none",
+                  f"{prefix}.skip": self._read_skip(prefix, chunk),
                   f"{prefix}.layers": len(chunk) - stage.depth}
         for name, value in values.items():
             options = self._options[name]
@@ -331,12 +352,20 @@ class FactorizedSpace(SearchSpace):
             return wrong, f"{prefix} layer {wrong + 1}: {_difference(chunk[wrong], built[wrong])}"
         return values
 
-    def _read_op(self, chunk: Sequence[LayerSpec], in_ch: int, ignore_expansion: bool) -> str | None:
+    def _read_skip(self, prefix: str, chunk: Sequence[LayerSpec]) -> str:
+        """``identity`` if a layer has a residual; without one, ``none`` unless the block offers only
+        ``identity`` (a block where no residual is legal builds the same layers either way)."""
+        if any(layer.residual for layer in chunk):
+            return "identity"
+        return "none" if "none" in self._options[f"{prefix}.skip"] else "identity"
+
+    @staticmethod
+    def _read_op(chunk: Sequence[LayerSpec], in_ch: int, ops: Sequence[str], ignore_expansion: bool) -> str | None:
         """The block op; with ``ignore_expansion`` the MBConv ratio nearest (in log) to the block's mean."""
         first = chunk[0]
         if first.op in ("conv", "ds"):
-            return first.op if first.op in self.block_options.ops else None
-        ratios = {op: layer_op(op)[1] for op in self.block_options.ops if layer_op(op)[0] == "ir"}
+            return first.op if first.op in ops else None
+        ratios = {op: layer_op(op)[1] for op in ops if layer_op(op)[0] == "ir"}
         if not ratios:
             return None
         if not ignore_expansion:
@@ -345,6 +374,41 @@ class FactorizedSpace(SearchSpace):
         mean = math.exp(sum(math.log(layer.exp / width) for layer, width in zip(chunk, inputs)) / len(chunk))
         return min(ratios, key=lambda op: abs(math.log(ratios[op] / mean)))
 
-    def stage_widths(self, stage: Stage) -> tuple[int, ...]:
-        """The output widths a block's filter choice gives, in option order."""
-        return tuple(make_divisible(stage.width * m, 8) for m in self.block_options.filters)
+    def stage_widths(self, index: int, stage: Stage) -> tuple[int, ...]:
+        """The output widths block ``index`` (1-based, on ``stage``) can have, in filter-option order."""
+        return tuple(make_divisible(stage.width * m, 8) for m in self._options[f"block{index}.filters"])
+
+
+def weight_sharing_space(space: FactorizedSpace) -> FactorizedSpace:
+    """The sub-space a weight-sharing supernet trains well over: ``NAME-shared``.
+
+    Every block but the first offers only the space's MBConv ratios (which share one set of
+    weights by prefix), every block has identity skips (so a layer the child leaves out is the
+    identity it would compute anyway), and the first block is the depthwise-separable layer all
+    the published networks of these spaces start with. Op types with weights of their own and
+    depth without residuals are what stalled supernet training over the whole space
+    (``experiments/results/supernet_sharing/``). The published MobileNetV3 and MnasNet networks
+    are members of both spaces.
+    """
+    mbconv = tuple(op for op in space.block_options.ops if layer_op(op)[0] == "ir")
+    if not mbconv or "ds" not in space.block_options.ops:
+        raise NasError(f"{space.name}: a weight-sharing sub-space needs MBConv ops and ds among the block ops")
+    return FactorizedSpace(
+        name=f"{space.name}-shared", skeletons=space.skeletons,
+        blocks=replace(space.block_options, ops=mbconv, skips=("identity",)),
+        stem=space.stem_options, head=space.head_options, se_style=space.se_style,
+        num_classes=space.num_classes, overrides={"block1.op": ("ds",)},
+    )
+
+
+def sharing_obstacle(space: SearchSpace) -> str | None:
+    """Why a supernet over ``space`` would not train well (one line), or None for a sub-space that does."""
+    if not isinstance(space, FactorizedSpace):
+        return f"{space.name} is not a factorized space"
+    for i in range(1, space.num_blocks + 1):
+        kinds = sorted({layer_op(op)[0] for op in space.options(f"block{i}.op")})
+        if len(kinds) > 1:
+            return f"block{i} mixes ops with weights of their own ({', '.join(kinds)})"
+        if "none" in space.options(f"block{i}.skip"):
+            return f"block{i} may leave out its identity skips, so a shorter block changes the function"
+    return None

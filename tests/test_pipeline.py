@@ -197,8 +197,8 @@ def test_the_search_evaluator_is_a_config_key_passed_to_the_search(tmp_path, mon
         raise NasError("stop here")
 
     monkeypatch.setattr(nas.search.runner, "run_search", fake)
-    config = load_config(SMALL, quick=True, overrides=["search.evaluator=supernet", "search.supernet_epochs=2",
-                                                       "search.supernet_rule=uniform"])
+    config = load_config(SMALL, quick=True, overrides=["search.evaluator=supernet", "search.space=mobilenetv3-shared",
+                                                       "search.supernet_epochs=2", "search.supernet_rule=uniform"])
     with pytest.raises(NasError, match="stop here"):
         run_search_stage(config, tmp_path, latency_model=None, execution=Execution(device="cpu"))
     assert seen[0].evaluator.fixed() == {"kind": "supernet", "supernet": {"epochs": 2, "rule": "uniform"}}

@@ -22,8 +22,8 @@ SUPERNET = EvaluatorSettings(kind="supernet", epochs=2, rule="uniform")
 
 
 def supernet_config(out, **changes):
-    return config(out, **{"space": "mobilenetv3", "controller": "evolution", "population": 2, "evaluator": SUPERNET,
-                          **changes})
+    return config(out, **{"space": "mobilenetv3-shared", "controller": "evolution", "population": 2,
+                          "evaluator": SUPERNET, **changes})
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def searched(tmp_path_factory):
     torch.set_num_threads(1)  # module fixtures run before conftest's per-test setting
     out = tmp_path_factory.mktemp("search")
     run = supernet_config(out, trials=3)
-    half = train_supernet(SUPERNET.supernet_settings(TINY, "mobilenetv3"), out / "supernet", progress=False,
+    half = train_supernet(SUPERNET.supernet_settings(TINY, "mobilenetv3-shared"), out / "supernet", progress=False,
                           stop_after=1)
     summary = run_search(run, latency_model=get_latency_model("pixel-cpu"), progress_factory=_silent)
     return out, run, summary, half.history
@@ -93,7 +93,7 @@ def test_ray_workers_score_children_of_a_reused_supernet(searched, tmp_path, pix
 def test_the_cli_searches_with_a_reused_supernet(searched, tmp_path, capsys):
     trained = searched[0] / "supernet"
     out = tmp_path / "run"
-    argv = ["--space", "mobilenetv3", "--evaluator", "supernet", "--supernet", str(trained), "--controller",
+    argv = ["--space", "mobilenetv3-shared", "--evaluator", "supernet", "--supernet", str(trained), "--controller",
             "evolution", "--trials", "2", "--workers", "0", "--train-resolution", "8", "--latency-resolution", "64",
             "--latency-target", "10", "--out", str(out)]
     assert run(main, argv) == 0
@@ -114,9 +114,11 @@ def test_a_spec_that_is_not_a_child_is_a_failed_trial_with_the_reason(searched):
 
 
 def test_resuming_with_another_evaluator_is_refused_in_one_line(tmp_path, pixel):
-    run_search(config(tmp_path, trials=1), latency_model=pixel, progress_factory=_silent)
+    shared = "mobilenetv3-shared"
+    run_search(config(tmp_path, trials=1, space=shared), latency_model=pixel, progress_factory=_silent)
     with pytest.raises(NasError, match=r"\(fixed.evaluator.kind: 'train' there, 'supernet' now\)"):
-        run_search(config(tmp_path, trials=1, evaluator=SUPERNET), latency_model=pixel, progress_factory=_silent)
+        run_search(config(tmp_path, trials=1, space=shared, evaluator=SUPERNET), latency_model=pixel,
+                   progress_factory=_silent)
     assert not (tmp_path / "supernet").exists()  # refused before the supernet stage
 
 
@@ -134,16 +136,19 @@ def _settings_only(folder, **changes):
     (["--evaluator", "supernet", "--supernet-rule", "greedy"], "unknown supernet rule 'greedy'"),
     (["--evaluator", "supernet", "--supernet-epochs", "0"], "supernet epochs must be at least 1"),
     (["--evaluator", "supernet", "--supernet", "SPACE"], "was trained over the 'mnasnet' space, this search is "
-                                                         "over 'mobilenetv3'"),
+                                                         "over 'mobilenetv3-shared'"),
     (["--evaluator", "supernet", "--supernet", "HALF"], "is trained for 0 of its 1 epochs"),
     (["--evaluator", "supernet", "--supernet", "SPACE", "--supernet-epochs", "3"], "--supernet reuses"),
     (["--evaluator", "supernet", "--controller", "evolution", "--objective", "pareto"], "needs a scalar reward"),
+    (["--evaluator", "supernet", "--space", "mobilenetv3"], "needs a weight-sharing space, such as "
+                                                            "mobilenetv3-shared or mnasnet-shared: in the mobilenetv3 "
+                                                            "space block1 mixes ops"),
 ])
 def test_bad_supernet_options_are_one_line_and_make_no_run(tmp_path, capsys, argv, message):
     folders = {"SPACE": _settings_only(tmp_path / "mnasnet", space="mnasnet"),
-               "HALF": _settings_only(tmp_path / "half", space="mobilenetv3")}
+               "HALF": _settings_only(tmp_path / "half", space="mobilenetv3-shared")}
     argv = [str(folders.get(a, a)) for a in argv]
-    code = run(main, ["--out", str(tmp_path / "run"), "--workers", "0", "--space", "mobilenetv3",
+    code = run(main, ["--out", str(tmp_path / "run"), "--workers", "0", "--space", "mobilenetv3-shared",
                       "--latency-target", "10", *argv])
     err = capsys.readouterr().err.strip().splitlines()
     assert code != 0

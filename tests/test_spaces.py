@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from nas import zoo
-from nas.arch import ArchSpec
+from nas.arch import ArchSpec, iter_layers
 from nas.errors import NasError, SpecError
 from nas.model import build_model
 from search_spaces import SPACES, NotInSpaceError, get_space
@@ -203,4 +203,44 @@ def test_cli_checks_membership_and_samples(capsys, tmp_path):
         assert space.decode([int(i) for i in vector.split()]) == ArchSpec.from_string(spec)
     capsys.readouterr()
     assert cli.run(main, ["show", "resnet"]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown search space 'resnet'; known: mnasnet, mobilenetv3"
+    assert capsys.readouterr().err.strip() == ("error: unknown search space 'resnet'; known: mnasnet, mobilenetv3, "
+                                               "mnasnet-shared, mobilenetv3-shared")
+
+
+@pytest.mark.parametrize("name,members", [
+    ("mobilenetv3-shared", ["mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v3_large_075",
+                            "mobilenet_v3_small_075", "mobilenet_v3_large_minimalistic",
+                            "mobilenet_v3_small_minimalistic"]),
+    ("mnasnet-shared", ["mnasnet_a1", "mnasnet_b1"]),
+])
+def test_weight_sharing_spaces_hold_the_published_networks_and_only_mbconv(name, members):
+    from search_spaces.factorized import sharing_obstacle
+
+    space = get_space(name)
+    for member in members:
+        assert space.contains(zoo.get(member), ignore_expansion=True), member
+    assert space.fixed()["block1.op"] == "ds"
+    assert all(space.fixed()[f"block{i}.skip"] == "identity" for i in range(1, space.num_blocks + 1))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        spec = space.sample(rng)
+        assert spec.layers[0].op == "ds" and {layer.op for layer in spec.layers[1:]} <= {"ds", "ir"}
+        assert all(layer.residual == (layer.stride == 1 and in_ch == layer.out)
+                   for _, in_ch, layer in iter_layers(spec))
+    assert sharing_obstacle(space) is None
+    full = get_space(name.removesuffix("-shared"))
+    assert "mixes ops with weights of their own" in sharing_obstacle(full)
+
+
+def test_overrides_fix_one_block_and_unknown_names_are_refused():
+    from search_spaces.factorized import FactorizedSpace
+
+    base = get_space("mnasnet")
+    common = dict(name="x", skeletons=base.skeletons, blocks=base.block_options, stem=base.stem_options,
+                  head=base.head_options, se_style=base.se_style)
+    space = FactorizedSpace(**common, overrides={"block2.kernel": (5,)})
+    assert space.fixed()["block2.kernel"] == 5 and "block2.kernel" not in [c.name for c in space.choices()]
+    assert space.options("block3.kernel") == (3, 5)
+    assert all(layer.kernel == 5 for layer in space.sample(np.random.default_rng(0)).layers[1:3])
+    with pytest.raises(NasError, match="overrides name no choice: block9.kernel"):
+        FactorizedSpace(**common, overrides={"block9.kernel": (5,)})

@@ -16,7 +16,9 @@ evenly spaced ranks), are scored three ways:
 It prints the Spearman and Kendall (tau-b) correlation of each method with the stand-alone mean,
 and each method's seconds per candidate. Every result is cached under ``--out`` (one JSON per
 child and method, the supernets as resumable runs), so an interrupted run picks up where it
-stopped; rerun the same command.
+stopped; rerun the same command. ``--parts`` runs only some of the work, so that two processes
+(say ``--parts standalone`` and ``--parts proxy supernet``) share the cores on one ``--out``; the
+report is printed once every part is cached.
 
     # smoke scale (synthetic, minutes on 2 cores):
     python experiments/benchmarks/supernet_ranking.py --children 4 --train-resolution 16 --synthetic-train 256 \\
@@ -71,7 +73,8 @@ def spread_over_latency(latencies: np.ndarray, count: int) -> list[int]:
 
 
 # Options that may change between reruns on one --out: they change no cached result.
-_FREE = ("rules", "device", "threads", "out")
+_FREE = ("rules", "device", "threads", "out", "parts")
+PARTS = ("standalone", "proxy", "supernet")
 
 
 def _check_same_args(path: Path, current: dict) -> None:
@@ -105,7 +108,7 @@ def _standalone(spec: ArchSpec, settings: ProxySettings, seed: int) -> dict:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", choices=SPACES, default="mobilenetv3")
+    p.add_argument("--space", choices=SPACES, default="mobilenetv3-shared")
     p.add_argument("--data", default="synthetic", help="synthetic, an ImageFolder or CIFAR-10 directory")
     p.add_argument("--train-resolution", type=int, default=32, help="training and scoring image size (default 32)")
     p.add_argument("--synthetic-train", type=int, default=2000)
@@ -124,6 +127,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bn-batches", type=int, default=20)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                   help="compute only these (default all); the report needs every part cached")
     p.add_argument("--out", type=Path, required=True, help="cache and results directory (rerun to resume)")
     return p
 
@@ -153,22 +158,24 @@ def main(argv=None) -> int:
 
     standalone = replace(base, epochs=args.standalone_epochs)
     proxy = replace(base, steps=args.proxy_steps)
+    def cached(path: Path, part: str, compute) -> dict | None:
+        return _cached(path, compute) if part in args.parts or path.is_file() else None
+
     jobs = len(children) * (len(args.standalone_seeds) + 1)
+    columns: dict[str, list[dict | None]] = {}
     with tqdm(total=jobs, desc="stand-alone and proxy training", unit="run") as bar:
         for seed in args.standalone_seeds:
-            column = []
+            columns[f"standalone_seed{seed}"] = []
             for i, spec in enumerate(children):
-                column.append(_cached(out / "standalone" / f"seed{seed}_child{i}.json",
-                                      lambda: _standalone(spec, standalone, seed)))
+                path = out / "standalone" / f"seed{seed}_child{i}.json"
+                columns[f"standalone_seed{seed}"].append(
+                    cached(path, "standalone", lambda: _standalone(spec, standalone, seed)))
                 bar.update()
-            table[f"standalone_seed{seed}"] = [r["top1"] for r in column]
-            table[f"standalone_seconds_seed{seed}"] = [r["seconds"] for r in column]
-        column = []
+        columns["proxy"] = []
         for i, spec in enumerate(children):
-            column.append(_cached(out / "proxy" / f"child{i}.json", lambda: evaluate_candidate(spec, proxy).to_dict()))
+            columns["proxy"].append(cached(out / "proxy" / f"child{i}.json", "proxy",
+                                           lambda: evaluate_candidate(spec, proxy).to_dict()))
             bar.update()
-        table["proxy"] = [r["accuracy"] for r in column]
-        table["proxy_seconds"] = [r["train_seconds"] for r in column]
 
     supernet_seconds = {}
     for rule in args.rules:
@@ -176,14 +183,30 @@ def main(argv=None) -> int:
                                     synthetic_train=args.synthetic_train, synthetic_val=args.synthetic_val,
                                     batch_size=args.batch_size, lr=args.lr, bn_batches=args.bn_batches,
                                     device=args.device, epochs=args.supernet_epochs, rule=rule, seed=0)
+        paths = [out / f"supernet_{rule}_scores" / f"child{i}.json" for i in range(len(children))]
+        if "supernet" not in args.parts and not all(path.is_file() for path in paths):
+            columns[f"supernet_{rule}"] = [None]
+            continue
         run_dir = out / f"supernet_{rule}"
         trained = train_supernet(settings, run_dir, resume=(run_dir / CHECKPOINT).exists())
         supernet_seconds[rule] = float(trained.history["seconds"].sum())
         evaluator = SupernetEvaluator(trained.supernet, settings)
-        scores = [_cached(out / f"supernet_{rule}_scores" / f"child{i}.json",
-                          lambda: vars(evaluator.evaluate(spec))) for i, spec in enumerate(children)]
-        table[f"supernet_{rule}"] = [s["accuracy"] for s in scores]
-        table[f"supernet_{rule}_seconds"] = [s["seconds"] for s in scores]
+        columns[f"supernet_{rule}"] = [_cached(path, lambda: vars(evaluator.evaluate(spec)))
+                                       for path, spec in zip(paths, children)]
+
+    missing = [name for name, column in columns.items() if any(result is None for result in column)]
+    if missing:
+        print(f"cached under {out}; still to compute: {', '.join(missing)} (rerun with those --parts, "
+              f"then without --parts for the report)")
+        return 0
+    for seed in args.standalone_seeds:
+        table[f"standalone_seed{seed}"] = [r["top1"] for r in columns[f"standalone_seed{seed}"]]
+        table[f"standalone_seconds_seed{seed}"] = [r["seconds"] for r in columns[f"standalone_seed{seed}"]]
+    table["proxy"] = [r["accuracy"] for r in columns["proxy"]]
+    table["proxy_seconds"] = [r["train_seconds"] for r in columns["proxy"]]
+    for rule in args.rules:
+        table[f"supernet_{rule}"] = [s["accuracy"] for s in columns[f"supernet_{rule}"]]
+        table[f"supernet_{rule}_seconds"] = [s["seconds"] for s in columns[f"supernet_{rule}"]]
 
     seeds = [f"standalone_seed{s}" for s in args.standalone_seeds]
     truth = table[seeds].mean(axis=1).to_numpy()

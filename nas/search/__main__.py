@@ -23,9 +23,9 @@ from nas.search.runner import SearchConfig, default_out_dir, run_search
 from nas.supernet.sampling import RULES
 from nas.train.device import check_device, default_device
 from nas.train.proxy import open_data
+from search_spaces import SPACES
 
 TARGETS = ("pixel-cpu", "host-cpu", "cuda")
-SPACES = ("mnasnet", "mobilenetv3")
 DEFAULT_T_NETWORK = "mnasnet_a1"
 _SUPERNET = EvaluatorSettings()
 
@@ -35,8 +35,9 @@ examples:
   python -m nas.search --target pixel-cpu --controller nsga2 --trials 40 --out runs/front
   python -m nas.search --target host-cpu --data cifar10_jpg/train --steps 200 --train-resolution 32 --out runs/cifar
   python -m nas.search --controller tpe --storage postgresql://USER:PASSWORD@HOST/DB --out runs/tpe-a
-  python -m nas.search --target pixel-cpu --space mobilenetv3 --evaluator supernet --controller evolution --trials 200
-  python -m nas.search --space mobilenetv3 --evaluator supernet --supernet runs/supernet --trials 500
+  python -m nas.search --target pixel-cpu --space mobilenetv3-shared --evaluator supernet --controller evolution \
+      --trials 200
+  python -m nas.search --space mobilenetv3-shared --evaluator supernet --supernet runs/supernet --trials 500
 
 Rerunning a command with the same --out resumes it: finished trials are kept, open ones are
 evaluated again, the controller continues from its saved state. --trials may grow on a resume;

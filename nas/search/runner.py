@@ -100,6 +100,15 @@ class SearchConfig:
             raise NasError(f"workers must be 0 (in this process) or more, got {self.workers}")
         if self.population < 1:
             raise NasError(f"population must be positive, got {self.population}")
+        if self.evaluator.kind == "supernet":
+            from search_spaces import get_space
+            from search_spaces.factorized import sharing_obstacle
+
+            obstacle = sharing_obstacle(get_space(self.space))
+            if obstacle is not None:
+                raise NasError(f"the supernet evaluator needs a weight-sharing space, such as mobilenetv3-shared or "
+                               f"mnasnet-shared: in the {self.space} space {obstacle} (README, "
+                               f"\"Weight-sharing supernet\")")
 
     @property
     def storage_url(self) -> str:

@@ -178,20 +178,21 @@ class Trunk(nn.Module):
 
     def __init__(self, space: FactorizedSpace, skeleton: str) -> None:
         super().__init__()
-        blocks = space.block_options
-        kernel = max(blocks.kernels)
-        kinds = {layer_op(op)[0] for op in blocks.ops}
-        ratio = max((layer_op(op)[1] or 1 for op in blocks.ops), default=1)
         stem_group = f"{skeleton}.stem"
         self.stem = ElasticConvBN(3, max(space.stem_options.channels), STEM_KERNEL, in_group=None, out_group=stem_group)
         in_ch, in_group, stages = max(space.stem_options.channels), stem_group, []
         for s, stage in enumerate(space.skeletons[skeleton]):
-            out_ch, out_group = max(space.stage_widths(stage)), f"{skeleton}.block{s + 1}"
+            block = f"block{s + 1}"
+            ops = space.options(f"{block}.op")
+            kinds = {layer_op(op)[0] for op in ops}
+            ratio = max((layer_op(op)[1] or 1 for op in ops), default=1)
+            kernel, se_ratio = max(space.options(f"{block}.kernel")), max(space.options(f"{block}.se"))
+            out_ch, out_group = max(space.stage_widths(s + 1, stage)), f"{skeleton}.{block}"
             layers = []
-            for j in range(stage.depth + max(blocks.layers)):
+            for j in range(stage.depth + max(space.options(f"{block}.layers"))):
                 shape = _LayerShape(in_ch=in_ch, out_ch=out_ch, kernel=kernel, exp=ratio * in_ch,
                                     in_group=in_group, out_group=out_group)
-                layers.append(ElasticLayer(shape, kinds=kinds, se_style=space.se_style, se_ratio=max(blocks.se_ratios),
+                layers.append(ElasticLayer(shape, kinds=kinds, se_style=space.se_style, se_ratio=se_ratio,
                                            name=f"{out_group}.layer{j}"))
                 in_ch, in_group = out_ch, out_group
             stages.append(nn.ModuleList(layers))
@@ -259,7 +260,7 @@ class Supernet(nn.Module):
         skeleton = values.get("skeleton", next(iter(space.skeletons)))
         slots = []
         for s, stage in enumerate(space.skeletons[skeleton]):
-            depth = stage.depth + values.get(f"block{s + 1}.layers", space.block_options.layers[0])
+            depth = stage.depth + values.get(f"block{s + 1}.layers", space.options(f"block{s + 1}.layers")[0])
             slots += [(s, j) for j in range(depth)]
         plan = ChildPlan(skeleton=skeleton, slots=tuple(slots))
         trunk = self.trunks[skeleton]

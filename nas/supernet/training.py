@@ -49,7 +49,7 @@ class SupernetSettings(ProxyTraining):
     child scored. The defaults are the batch and rate of the search's proxy training.
     """
 
-    space: str = "mobilenetv3"
+    space: str = "mobilenetv3-shared"
     epochs: int = 5
     batch_size: int = 64
     lr: float = 0.05
