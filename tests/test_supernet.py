@@ -78,6 +78,22 @@ def test_v3_050_networks_are_outside_the_space(v3_net):
     assert "stem.channels 8" in v3_net.why_not(zoo.get("mobilenet_v3_small_050"))
 
 
+@pytest.mark.parametrize("space_name", ["mnasnet", "mobilenetv3-shared"])
+def test_channel_groups_cover_every_channel_dimension_with_one_width(space_name):
+    net = Supernet(get_space(space_name, num_classes=10))
+    tensors = {**dict(net.named_parameters()), **dict(net.named_buffers())}
+    widths, covered = {}, set()
+    for axis in net.axes():
+        widths.setdefault(axis.group, set()).add(tensors[axis.path].shape[axis.dim])
+        covered.add((axis.path, axis.dim))
+    assert all(len(sizes) == 1 for sizes in widths.values())  # a group is one set of channels everywhere
+    for path, tensor in tensors.items():  # every channel dimension is cut, but kernels, RGB and classes
+        for dim, size in enumerate(tensor.shape):
+            kernel_or_depthwise = dim >= 2 or (dim == 1 and size == 1 and tensor.dim() == 4)
+            rgb, classes = path.endswith("stem.conv.weight") and dim == 1, "classifier" in path and dim == 0
+            assert (path, dim) in covered or kernel_or_depthwise or rgb or classes, (path, dim)
+
+
 def test_reorder_keeps_full_width_children_and_sorts_importance():
     net = _randomised("mnasnet")
     space = net.space

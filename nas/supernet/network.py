@@ -10,8 +10,13 @@ width and depth in every block. A child (an :class:`~nas.arch.ArchSpec`) runs as
   published MobileNetV3 expansions) are children too;
 * **depth**: the first n layers of a block;
 * **op**: ``conv``, ``ds`` and ``ir`` (every ``mbN``) have weights of their own; all ``mbN``
-  share one ``ir`` path, each expansion taking a prefix;
+  share one ``ir`` block, each expansion taking a prefix (which is why the search uses the
+  ``*-shared`` spaces, :func:`search_spaces.factorized.weight_sharing_space`);
 * **SE, activation, skip**: as the child says (SE weights are shared by prefix).
+
+The weights are ordinary :mod:`nas.blocks` modules at their largest size (a block per op kind and
+layer position, a head per head kind); what a child takes of each is read from the block's own
+parameter declarations (:mod:`nas.supernet.slicing`), never named again here.
 
 **Valid children** (:meth:`Supernet.why_not`): members of the space up to their expanded widths
 (``space.contains(spec, ignore_expansion=True)``) whose classifier has the supernet's classes and
@@ -25,18 +30,18 @@ exactly one place in the supernet.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.arch import ArchSpec, HeadSpec, LayerSpec, iter_layers, make_divisible
+from nas.blocks import Channels, ConvBNAct, block_expands, block_params, head_params, make_block, make_head
 from nas.errors import NasError
 from nas.model import Network, build_model, init_weights
-from nas.supernet.elastic import Axis, ElasticConvBN, ElasticLinear, ElasticSE, activate
+from nas.supernet.slicing import Axis, Tensors, axes, cut, run_head, run_layer, run_stem
 from search_spaces import FactorizedSpace, NotInSpaceError, SearchSpace
-from search_spaces.factorized import EFFICIENT_HEAD_RATIO, STEM_KERNEL, layer_op
+from search_spaces.factorized import EFFICIENT_HEAD_RATIO, STEM_KERNEL, STEM_STRIDE, layer_op
 
 
 class NotAChildError(NasError):
@@ -51,158 +56,101 @@ class ChildPlan:
     slots: tuple[tuple[int, int], ...]
 
 
-@dataclass(frozen=True)
-class _LayerShape:
-    """The largest sizes of one layer position of the supernet."""
+class SharedLayer(nn.Module):
+    """One layer position of a block: the largest block of each op kind the space offers there."""
 
-    in_ch: int
-    out_ch: int
-    kernel: int
-    exp: int
-    in_group: str
-    out_group: str
-
-
-def _squeeze(style: str, ratio: float, in_ch: int, channels: int) -> int:
-    """The largest SE squeeze width (same rule as ``LayerSpec.se_channels``)."""
-    if style == "v3":
-        return make_divisible(channels * ratio, 8)
-    return max(1, int(in_ch * ratio))
-
-
-class ElasticLayer(nn.Module):
-    """One layer position of a block: a weight set per op kind the space offers."""
-
-    def __init__(self, shape: _LayerShape, *, kinds: set[str], se_style: str, se_ratio: float, name: str) -> None:
+    def __init__(self, largest: dict[str, LayerSpec], in_ch: int, *, in_group: str, out_group: str) -> None:
         super().__init__()
-        self.shape, self.se_style = shape, se_style
-        s = shape
-        if "ir" in kinds:
-            exp_group = f"{name}.ir.exp"
-            self.ir = nn.ModuleDict({
-                "expand": ElasticConvBN(s.in_ch, s.exp, 1, in_group=s.in_group, out_group=exp_group),
-                "dw": ElasticConvBN(s.exp, s.exp, s.kernel, in_group=None, out_group=exp_group, depthwise=True),
-                "project": ElasticConvBN(s.exp, s.out_ch, 1, in_group=exp_group, out_group=s.out_group)})
-            self._add_se(self.ir, s.exp, exp_group, se_ratio, f"{name}.ir.se")
-        if "ds" in kinds:
-            self.ds = nn.ModuleDict({
-                "dw": ElasticConvBN(s.in_ch, s.in_ch, s.kernel, in_group=None, out_group=s.in_group, depthwise=True),
-                "project": ElasticConvBN(s.in_ch, s.out_ch, 1, in_group=s.in_group, out_group=s.out_group)})
-            self._add_se(self.ds, s.in_ch, s.in_group, se_ratio, f"{name}.ds.se")
-        if "conv" in kinds:
-            self.conv = nn.ModuleDict({"conv": ElasticConvBN(s.in_ch, s.out_ch, s.kernel, in_group=s.in_group,
-                                                             out_group=s.out_group)})
-            self._add_se(self.conv, s.out_ch, s.out_group, se_ratio, f"{name}.conv.se")
+        self.largest, self.in_ch, self.in_group, self.out_group = largest, in_ch, in_group, out_group
+        self.ops = nn.ModuleDict({kind: make_block(layer, in_ch) for kind, layer in largest.items()})
 
-    def _add_se(self, path: nn.ModuleDict, channels: int, group: str, ratio: float, name: str) -> None:
-        if ratio > 0:
-            squeeze = _squeeze(self.se_style, ratio, self.shape.in_ch, channels)
-            path["se"] = ElasticSE(channels, squeeze, channel_group=group, squeeze_group=name)
+    def why_not(self, layer: LayerSpec, in_ch: int) -> str | None:
+        largest = self.largest.get(layer.op)
+        if largest is None:
+            return f"op {layer.op} is not offered here (only {', '.join(self.largest)})"
+        if layer.exp > largest.exp:
+            return f"expanded width {layer.exp} exceeds the supernet's {largest.exp}"
+        squeeze, most = layer.se_channels(in_ch), largest.se_channels(self.in_ch)
+        if squeeze > most:
+            return f"SE squeeze width {squeeze} exceeds the supernet's {most}"
+        return None
 
-    def max_squeeze(self, op: str) -> int:
-        path = self._path(op)
-        return path["se"].reduce.out_channels if "se" in path else 0
-
-    def _path(self, op: str) -> nn.ModuleDict:
-        return getattr(self, op)
-
-    def _uses_expand(self, layer: LayerSpec, in_ch: int) -> bool:
-        return layer.op == "ir" and layer.exp != in_ch
+    def cut(self, layer: LayerSpec, in_ch: int) -> Tensors:
+        """The child layer's tensors, named as ``make_block(layer, in_ch)`` names them."""
+        keep = {Channels.INPUT: in_ch, Channels.EXPANDED: layer.exp, Channels.OUTPUT: layer.out,
+                Channels.SQUEEZE: layer.se_channels(in_ch)}
+        return cut(self.ops[layer.op], block_params(layer, in_ch), keep, layer.kernel)
 
     def forward(self, x: torch.Tensor, layer: LayerSpec) -> torch.Tensor:
-        in_ch, path = x.shape[1], self._path(layer.op)
-        if layer.op == "conv":
-            y = path["conv"](x, out_ch=layer.out, kernel=layer.kernel, stride=layer.stride, act=layer.act)
-        else:
-            y = x
-            if self._uses_expand(layer, in_ch):
-                y = path["expand"](x, out_ch=layer.exp, kernel=1, stride=1, act=layer.act)
-            y = path["dw"](y, out_ch=layer.exp, kernel=layer.kernel, stride=layer.stride, act=layer.act)
-        if layer.has_se:
-            y = path["se"](y, squeeze=layer.se_channels(in_ch), hard=layer.se_style == "v3")
-        if layer.op != "conv":
-            y = path["project"](y, out_ch=layer.out, kernel=1, stride=1, act=None)
-        return x + y if layer.residual else y
+        return run_layer(x, self.cut(layer, x.shape[1]), layer, training=self.training)
 
-    def child_tensors(self, layer: LayerSpec, in_ch: int) -> dict[str, torch.Tensor]:
-        """The child's tensors under the names ``nas.blocks`` gives them (relative to the block)."""
-        path, views = self._path(layer.op), {}
-
-        def add(name: str, tensors: dict[str, torch.Tensor]) -> None:
-            views.update({f"{name}.{key}": value for key, value in tensors.items()})
-
-        if layer.op == "conv":
-            add("conv", path["conv"].tensors(in_ch, layer.out, layer.kernel))
-        else:
-            if self._uses_expand(layer, in_ch):
-                add("expand", path["expand"].tensors(in_ch, layer.exp, 1))
-            add("dw", path["dw"].tensors(layer.exp, layer.exp, layer.kernel))
-            add("project", path["project"].tensors(layer.exp, layer.out, 1))
-        if layer.has_se:
-            add("se", path["se"].tensors(layer.exp, layer.se_channels(in_ch)))
-        return views
+    def axes(self, prefix: str) -> list[Axis]:
+        found = []
+        for kind, layer in self.largest.items():
+            expanded = f"{prefix}.ops.{kind}.exp" if block_expands(layer, self.in_ch) else self.in_group
+            groups = {Channels.INPUT: self.in_group, Channels.OUTPUT: self.out_group, Channels.EXPANDED: expanded,
+                      Channels.SQUEEZE: f"{prefix}.ops.{kind}.se"}
+            found += axes(f"{prefix}.ops.{kind}", block_params(layer, self.in_ch), groups)
+        return found
 
 
-class ElasticHead(nn.Module):
-    """The classic (conv, pool, classifier) or efficient (conv, pool, hidden, classifier) head."""
-
-    def __init__(self, *, efficient: bool, in_ch: int, channels: int, hidden: int, num_classes: int,
-                 in_group: str, name: str) -> None:
-        super().__init__()
-        self.efficient, self.num_classes = efficient, num_classes
-        self.conv = ElasticConvBN(in_ch, channels, 1, in_group=in_group, out_group=f"{name}.conv")
-        if efficient:
-            self.hidden = ElasticLinear(channels, hidden, in_group=f"{name}.conv", out_group=f"{name}.hidden")
-        width, group = (hidden, f"{name}.hidden") if efficient else (channels, f"{name}.conv")
-        self.classifier = ElasticLinear(width, num_classes, in_group=group, out_group=None)
-
-    def forward(self, x: torch.Tensor, head: HeadSpec) -> torch.Tensor:
-        x = self.conv(x, out_ch=head.channels, kernel=1, stride=1, act=head.act).mean((2, 3))
-        if self.efficient:
-            x = activate(self.hidden(x, out_features=head.hidden), head.act)
-        x = F.dropout(x, head.dropout, self.training)
-        return self.classifier(x, out_features=self.num_classes)
-
-    def child_tensors(self, head: HeadSpec, in_ch: int) -> dict[str, torch.Tensor]:
-        views = {f"conv.{k}": v for k, v in self.conv.tensors(in_ch, head.channels, 1).items()}
-        width = head.channels
-        if self.efficient:
-            views.update({f"hidden.{k}": v for k, v in self.hidden.tensors(head.channels, head.hidden).items()})
-            width = head.hidden
-        views.update({f"classifier.{k}": v for k, v in self.classifier.tensors(width, self.num_classes).items()})
-        return views
+def _largest_layers(space: FactorizedSpace, block: str, in_ch: int, out_ch: int) -> dict[str, LayerSpec]:
+    """Per op kind offered in ``block``, its largest layer from ``in_ch`` channels (the weights' shapes)."""
+    common = dict(kernel=max(space.options(f"{block}.kernel")), stride=1, out=out_ch,
+                  se_ratio=max(space.options(f"{block}.se")), se_style=space.se_style, act="relu", residual=False)
+    largest = {}
+    for op in space.options(f"{block}.op"):
+        kind, ratio = layer_op(op)
+        exp = {"conv": out_ch, "ds": in_ch}.get(kind, (ratio or 1) * in_ch)
+        if kind not in largest or exp > largest[kind].exp:
+            largest[kind] = LayerSpec(op=kind, exp=exp, **common)
+    return largest
 
 
 class Trunk(nn.Module):
-    """The supernet of one skeleton: stem, blocks of elastic layers, one head per head kind."""
+    """The supernet of one skeleton: stem, blocks of shared layers, one head per head kind."""
 
     def __init__(self, space: FactorizedSpace, skeleton: str) -> None:
         super().__init__()
-        stem_group = f"{skeleton}.stem"
-        self.stem = ElasticConvBN(3, max(space.stem_options.channels), STEM_KERNEL, in_group=None, out_group=stem_group)
-        in_ch, in_group, stages = max(space.stem_options.channels), stem_group, []
+        self.stem_group = f"{skeleton}.stem"
+        in_ch, in_group, stages = max(space.stem_options.channels), self.stem_group, []
+        self.stem = ConvBNAct(3, in_ch, STEM_KERNEL, STEM_STRIDE)
         for s, stage in enumerate(space.skeletons[skeleton]):
             block = f"block{s + 1}"
-            ops = space.options(f"{block}.op")
-            kinds = {layer_op(op)[0] for op in ops}
-            ratio = max((layer_op(op)[1] or 1 for op in ops), default=1)
-            kernel, se_ratio = max(space.options(f"{block}.kernel")), max(space.options(f"{block}.se"))
             out_ch, out_group = max(space.stage_widths(s + 1, stage)), f"{skeleton}.{block}"
             layers = []
             for j in range(stage.depth + max(space.options(f"{block}.layers"))):
-                shape = _LayerShape(in_ch=in_ch, out_ch=out_ch, kernel=kernel, exp=ratio * in_ch,
-                                    in_group=in_group, out_group=out_group)
-                layers.append(ElasticLayer(shape, kinds=kinds, se_style=space.se_style, se_ratio=se_ratio,
-                                           name=f"{out_group}.layer{j}"))
+                layers.append(SharedLayer(_largest_layers(space, block, in_ch, out_ch), in_ch, in_group=in_group,
+                                          out_group=out_group))
                 in_ch, in_group = out_ch, out_group
             stages.append(nn.ModuleList(layers))
         self.blocks = nn.ModuleList(stages)
+        self.last_channels, self.last_group = in_ch, in_group
         width = max(space.head_options.widths)
-        channels = {"efficient": make_divisible(EFFICIENT_HEAD_RATIO * in_ch, 8), "classic": width}
-        self.heads = nn.ModuleDict({
-            kind: ElasticHead(efficient=kind == "efficient", in_ch=in_ch, channels=channels[kind], hidden=width,
-                              num_classes=space.num_classes, in_group=in_group, name=f"{skeleton}.{kind}")
-            for kind in space.head_options.kinds})
+        self.largest_heads = {
+            "efficient": HeadSpec(channels=make_divisible(EFFICIENT_HEAD_RATIO * in_ch, 8), hidden=width, num_classes=space.num_classes),
+            "classic": HeadSpec(channels=width, hidden=0, num_classes=space.num_classes)}
+        self.heads = nn.ModuleDict({kind: make_head(self.largest_heads[kind], in_ch)
+                                    for kind in space.head_options.kinds})
+
+    def cut_stem(self, channels: int) -> Tensors:
+        return cut(self.stem, ConvBNAct.params(), {Channels.INPUT: 3, Channels.OUTPUT: channels}, STEM_KERNEL)
+
+    def cut_head(self, head: HeadSpec, in_ch: int) -> Tensors:
+        keep = {Channels.INPUT: in_ch, Channels.EXPANDED: head.channels, Channels.HIDDEN: head.hidden}
+        return cut(self.heads[_head_kind(head)], head_params(head), keep, 1)
+
+    def axes(self, prefix: str) -> list[Axis]:
+        found = axes(f"{prefix}.stem", ConvBNAct.params(), {Channels.INPUT: None, Channels.OUTPUT: self.stem_group})
+        for s, layers in enumerate(self.blocks):
+            for j, layer in enumerate(layers):
+                found += layer.axes(f"{prefix}.blocks.{s}.{j}")
+        for kind, head in self.largest_heads.items():
+            if kind in self.heads:
+                groups = {Channels.INPUT: self.last_group, Channels.EXPANDED: f"{prefix}.heads.{kind}.conv",
+                          Channels.HIDDEN: f"{prefix}.heads.{kind}.hidden"}
+                found += axes(f"{prefix}.heads.{kind}", head_params(head), groups)
+        return found
 
 
 def _head_kind(head: HeadSpec) -> str:
@@ -265,17 +213,12 @@ class Supernet(nn.Module):
         plan = ChildPlan(skeleton=skeleton, slots=tuple(slots))
         trunk = self.trunks[skeleton]
         for (i, in_ch, layer), (s, j) in zip(iter_layers(spec), plan.slots):
-            module: ElasticLayer = trunk.blocks[s][j]
-            if layer.op == "ir" and layer.exp > module.shape.exp:
-                raise NotAChildError(f"layers[{i}]: expanded width {layer.exp} exceeds the supernet's "
-                                     f"{module.shape.exp} (block{s + 1}, layer {j + 1})")
-            if layer.se_channels(in_ch) > module.max_squeeze(layer.op):
-                raise NotAChildError(f"layers[{i}]: SE squeeze width {layer.se_channels(in_ch)} exceeds the "
-                                     f"supernet's {module.max_squeeze(layer.op)}")
-        head = trunk.heads[_head_kind(spec.head)]
-        if spec.head.channels > head.conv.conv.out_channels:
-            raise NotAChildError(f"head.channels {spec.head.channels} exceeds the supernet's "
-                                 f"{head.conv.conv.out_channels}")
+            reason = trunk.blocks[s][j].why_not(layer, in_ch)
+            if reason is not None:
+                raise NotAChildError(f"layers[{i}]: {reason} (block{s + 1}, layer {j + 1})")
+        most = trunk.largest_heads[_head_kind(spec.head)].channels
+        if spec.head.channels > most:
+            raise NotAChildError(f"head.channels {spec.head.channels} exceeds the supernet's {most}")
         return plan
 
     # ------------------------------------------------------------ running and extracting children
@@ -283,21 +226,19 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor, spec: ArchSpec) -> torch.Tensor:
         plan = self.plan(spec)
         trunk = self.trunks[plan.skeleton]
-        stem = spec.stem
-        x = trunk.stem(x, out_ch=stem.channels, kernel=stem.kernel, stride=stem.stride, act=stem.act)
+        x = run_stem(x, trunk.cut_stem(spec.stem.channels), spec.stem, training=self.training)
         for (s, j), layer in zip(plan.slots, spec.layers):
             x = trunk.blocks[s][j](x, layer)
-        return trunk.heads[_head_kind(spec.head)](x, spec.head)
+        return run_head(x, trunk.cut_head(spec.head, x.shape[1]), spec.head, training=self.training)
 
     def child_state(self, spec: ArchSpec) -> dict[str, torch.Tensor]:
         """The state dict of ``build_model(spec)`` holding the supernet's slices (copies)."""
         plan = self.plan(spec)
         trunk = self.trunks[plan.skeleton]
-        state = {f"stem.{k}": v for k, v in trunk.stem.tensors(3, spec.stem.channels, spec.stem.kernel).items()}
+        state = {f"stem.{k}": v for k, v in trunk.cut_stem(spec.stem.channels).items()}
         for (i, in_ch, layer), (s, j) in zip(iter_layers(spec), plan.slots):
-            state.update({f"blocks.{i}.{k}": v for k, v in trunk.blocks[s][j].child_tensors(layer, in_ch).items()})
-        head = trunk.heads[_head_kind(spec.head)]
-        state.update({f"head.{k}": v for k, v in head.child_tensors(spec.head, spec.last_channels()).items()})
+            state.update({f"blocks.{i}.{k}": v for k, v in trunk.blocks[s][j].cut(layer, in_ch).items()})
+        state.update({f"head.{k}": v for k, v in trunk.cut_head(spec.head, spec.last_channels()).items()})
         return {name: tensor.detach().clone().contiguous() for name, tensor in state.items()}
 
     def extract(self, spec: ArchSpec) -> Network:
@@ -311,11 +252,7 @@ class Supernet(nn.Module):
 
     def axes(self) -> list[Axis]:
         """Every sliceable tensor dimension and the channel group it indexes."""
-        found = []
-        for name, module in self.named_modules():
-            if isinstance(module, (ElasticConvBN, ElasticSE, ElasticLinear)):
-                found += module.axes(name)
-        return found
+        return [axis for key, trunk in self.trunks.items() for axis in trunk.axes(f"trunks.{key}")]
 
     @torch.no_grad()
     def reorder_channels(self, optimizer: torch.optim.Optimizer | None = None) -> None:
