@@ -125,11 +125,11 @@ class Trunk(nn.Module):
                 in_ch, in_group = out_ch, out_group
             stages.append(nn.ModuleList(layers))
         self.blocks = nn.ModuleList(stages)
-        self.last_channels, self.last_group = in_ch, in_group
+        self.last_group = in_group
         width = max(space.head_options.widths)
-        self.largest_heads = {
-            "efficient": HeadSpec(channels=make_divisible(EFFICIENT_HEAD_RATIO * in_ch, 8), hidden=width, num_classes=space.num_classes),
-            "classic": HeadSpec(channels=width, hidden=0, num_classes=space.num_classes)}
+        efficient = make_divisible(EFFICIENT_HEAD_RATIO * in_ch, 8)
+        self.largest_heads = {"efficient": HeadSpec(channels=efficient, hidden=width, num_classes=space.num_classes),
+                              "classic": HeadSpec(channels=width, hidden=0, num_classes=space.num_classes)}
         self.heads = nn.ModuleDict({kind: make_head(self.largest_heads[kind], in_ch)
                                     for kind in space.head_options.kinds})
 
