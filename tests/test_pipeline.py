@@ -7,6 +7,7 @@ import re
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -16,7 +17,7 @@ from nas import zoo
 from nas.cli import run
 from nas.errors import NasError
 from nas.pipeline.__main__ import main
-from nas.pipeline.config import Execution, load_config, parse_config, read_yaml
+from nas.pipeline.config import Execution, TrainStage, load_config, parse_config, read_yaml
 from nas.pipeline.edits import apply_edits, efficient_last_stage, hswish_late, output_strides, stem_16
 from nas.pipeline.report import train_note
 
@@ -300,7 +301,7 @@ def test_quick_small_pipeline_end_to_end_and_resume(tmp_path, capsys):
         "search": {"trials": 2, "workers": 0, "proxy": {"steps": 2, "batch_size": 32, "bn_batches": 1}},
         "netadapt": {"settings": {"delta_ratio": 0.1, "short_term_steps": 1, "pretrain_steps": 1, "max_proposals": 1},
                      "training": {"batch_size": 32, "bn_batches": 1}, "workers": 1},
-        "train": {"epochs": 1, "batch_size": 64, "recipe_overrides": {"warmup_epochs": 0}},
+        "train": {"epochs": 1, "batch_size": 64, "recipe_overrides": {"warmup_epochs": 0}, "seeds": [0, 1]},
     }
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(data))
@@ -316,21 +317,53 @@ def test_quick_small_pipeline_end_to_end_and_resume(tmp_path, capsys):
         assert name in report
     for png in ("comparison.png", "layers.png"):
         assert (out / png).stat().st_size > 1000
-    summary = pd.read_csv(out / "summary.csv")
+    summary = pd.read_csv(out / "summary.csv").set_index("network")
     assert summary[["val_top1", "test_top1"]].notna().all().all()  # synthetic data has a test split
-    for stage in ("search", "manual_edits", "netadapt", "train/found", "train/mobilenet_v3_small"):
+    for name in ("found", "mobilenet_v3_small"):  # the mean of the two seeds' runs, each recorded
+        runs = [json.loads((out / "train" / name / f"seed{s}" / "done.json").read_text()) for s in (0, 1)]
+        assert summary.loc[name, "test_top1"] == pytest.approx(np.mean([r["test_top1"] for r in runs]))
+        assert summary.loc[name, "test_top1_seed1"] == pytest.approx(runs[1]["test_top1"])
+    assert "**Verdict: the found network " in report and "mean test top-1 over 2 seeds" in report
+    for stage in ("search", "manual_edits", "netadapt"):
         assert (out / stage / "done.json").exists()
-    checkpoint = out / "train" / "found" / "checkpoint.pt"
+    checkpoint = out / "train" / "found" / "seed0" / "checkpoint.pt"
     stamp = checkpoint.stat().st_mtime_ns
     capsys.readouterr()
     assert run(main, [str(config), "--quick", "--out", str(out)]) == 0
-    assert capsys.readouterr().err.count("finished earlier, skipped") == 5
+    assert capsys.readouterr().err.count("finished earlier, skipped") == 7
     assert checkpoint.stat().st_mtime_ns == stamp
 
 
 # ---------------------------------------------------------------- no machine paths in results
 
 ABSOLUTE_PATH = re.compile(r"(?:^|[\s(`'\"])/(?:work|tmp|home|root|Users|mnt|data|scratch)/")
+
+
+def test_verdict_needs_equal_or_higher_mean_top1_at_equal_or_lower_latency():
+    from nas.pipeline.report import verdict
+
+    def summary(found_top1, found_ms):
+        return pd.DataFrame({"network": ["found", "ref"], "test_top1": [found_top1, 0.6],
+                             "latency_ms": [found_ms, 20.0], "test_top1_seed0": [found_top1, 0.6]})
+
+    assert "matches or beats the reference**: mean test top-1 over 1 seeds 60.00 % vs 60.00 % (+0.00 points)" in \
+        verdict(summary(0.6, 20.0), "ref")
+    slower, worse = verdict(summary(0.61, 20.5), "ref"), verdict(summary(0.59, 19.0), "ref")
+    assert "falls short" in slower and "(slower)" in slower
+    assert "falls short" in worse and "(-1.00 points)" in worse
+
+
+@pytest.mark.parametrize("seeds", [[], [0, 0], ["a"], [1.5], [True]])
+def test_train_seeds_must_be_distinct_integers(seeds):
+    with pytest.raises(NasError, match="train.seeds: expected a list of distinct integers"):
+        TrainStage(seeds=seeds)
+
+
+def test_train_seeds_from_yaml_and_overrides():
+    assert load_config(SMALL, overrides=["train.seeds=3,4"]).train.seeds == (3, 4)
+    assert load_config(SMALL).train.seeds is None  # one run per network, with the pipeline's seed
+    with pytest.raises(NasError, match="train.seeds: expected a list of distinct integers, got \\['0', '0'\\]"):
+        load_config(SMALL, overrides=["train.seeds=0,0"])
 
 
 def test_train_note_names_the_data_folder_not_its_path():

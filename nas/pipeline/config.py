@@ -88,12 +88,23 @@ class NetAdaptStage:
     workers: int = 1
 
 
+def _integer(value: Any) -> int | None:
+    """``value`` as an int if it is one (in YAML or as override text), else None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    return int(text) if text.lstrip("-").isdigit() else None
+
+
 @dataclass(frozen=True)
 class TrainStage:
     """Final training (``nas.train``) of the found network and of the reference, with one budget.
 
     ``batch_size`` and ``resolution`` default to :class:`~nas.train.trainer.TrainConfig`'s own;
     ``epochs`` is the pipeline's budget (``TrainConfig`` has none: ``python -m nas.train`` takes the recipe's).
+    ``seeds`` trains each network once per seed (``train/<network>/seed<k>/``) and compares the means,
+    since one training run's top-1 moves by tenths of a point with the seed; without it each network
+    is trained once, with the pipeline's seed, in ``train/<network>/``.
     """
 
     recipe: str = "dli14"
@@ -101,6 +112,16 @@ class TrainStage:
     epochs: int = 30
     batch_size: int = TrainConfig.batch_size
     resolution: int = TrainConfig.resolution
+    seeds: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.seeds is None:
+            return
+        values = list(self.seeds) if isinstance(self.seeds, (list, tuple)) else [self.seeds]
+        seeds = tuple(_integer(v) for v in values)
+        if not seeds or None in seeds or len(set(seeds)) != len(seeds):
+            raise NasError(f"train.seeds: expected a list of distinct integers, got {self.seeds!r}")
+        object.__setattr__(self, "seeds", seeds)
 
 
 @dataclass(frozen=True)

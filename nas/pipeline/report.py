@@ -23,7 +23,9 @@ from nas.analysis.runs import load_history, load_trials
 from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.pipeline.config import PipelineConfig, read_run_config
-from nas.pipeline.stages import R, AdaptedResult, EditsResult, SeedResult, TrainedResult, deployed, read_done
+from nas.pipeline.stages import (
+    R, AdaptedResult, EditsResult, SeedResult, TrainedResult, deployed, read_done, training_runs,
+)
 from nas.train.trainer import METRICS
 
 LAYER_COLUMNS = ["op", "kernel", "stride", "exp", "se", "act", "out"]
@@ -175,6 +177,20 @@ def plot_layers(found: ArchSpec, reference: ArchSpec, names: tuple[str, str], pa
     return fig
 
 
+def verdict(summary: pd.DataFrame, reference_name: str) -> str:
+    """Whether the found network matches the reference: equal or higher mean test top-1 at equal or lower latency."""
+    rows = summary.set_index("network")
+    found, reference = rows.loc["found"], rows.loc[reference_name]
+    points = 100 * (found["test_top1"] - reference["test_top1"])
+    faster = found["latency_ms"] <= reference["latency_ms"]
+    seeds = sum(column.startswith("test_top1_seed") for column in summary.columns)
+    mean = f"mean test top-1 over {seeds} seeds" if seeds else "test top-1 (one training run each)"
+    outcome = "matches or beats the reference" if points >= 0 and faster else "falls short of the reference"
+    return (f"**Verdict: the found network {outcome}**: {mean} {100 * found['test_top1']:.2f} % vs "
+            f"{100 * reference['test_top1']:.2f} % ({points:+.2f} points) at {found['latency_ms']:.2f} vs "
+            f"{reference['latency_ms']:.2f} ms on the target ({'not slower' if faster else 'slower'}).")
+
+
 def write_report(out: Path, *, name: str, target: str, reference_name: str, found: ArchSpec,
                  reference: ArchSpec, summary: pd.DataFrame, edits: pd.DataFrame, seed_source: str,
                  netadapt: AdaptedResult, train_note: str, curves: Mapping[str, pd.DataFrame] | None = None) -> Path:
@@ -190,12 +206,14 @@ def write_report(out: Path, *, name: str, target: str, reference_name: str, foun
                            latency_ms=summary["latency_ms"].round(2), val_top1=summary["val_top1"].round(4),
                            test_top1=summary["test_top1"].round(4))
     reached = "reached" if netadapt.reached else "NOT reached (best network found kept)"
+    shown = shown.round({column: 4 for column in shown.columns if column.startswith("test_top1_")})
     text = "\n\n".join([
         f"# {name}: found network vs {reference_name}",
         f"Latency: predicted on `{target}` at 224 px for the 1000-class network. Accuracy: top-1 on the "
         f"validation split held out from train (which search and NetAdapt also scored on) and on the test "
         f"split, after training both networks with the same budget ({train_note}).",
         markdown_table(shown),
+        verdict(summary, reference_name),
         "![comparison](comparison.png)",
         *training,
         f"## Seed\n\n{seed_source}",
@@ -233,13 +251,13 @@ def write_run_report(config: PipelineConfig, out: Path) -> Path:
     searched = _finished(out / "search", SeedResult, out)
     edited = _finished(out / "manual_edits", EditsResult, out)
     adapted = _finished(out / "netadapt", AdaptedResult, out)
-    names = ("found", config.reference)
     curves = {}
-    for name in names:
-        _finished(out / "train" / name, TrainedResult, out)
-        metrics = out / "train" / name / METRICS
-        if metrics.is_file():
-            curves[name] = pd.read_csv(metrics)
+    for name in ("found", config.reference):
+        for _, sub in training_runs(config):
+            folder = out / "train" / name / sub
+            _finished(folder, TrainedResult, out)
+            if (folder / METRICS).is_file():
+                curves[f"{name} {sub}".strip()] = pd.read_csv(folder / METRICS)
     if not (out / "summary.csv").is_file():
         raise NasError(f"{out} has no summary.csv; run the pipeline into it first")
     summary = pd.read_csv(out / "summary.csv")

@@ -258,7 +258,15 @@ def run_netadapt_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, lat
                                             facts=describe(result.spec, latency_model, resolution)))
 
 
-def run_train_stage(config: PipelineConfig, folder: Path, spec: ArchSpec, execution: Execution) -> TrainedResult:
+def training_runs(config: PipelineConfig) -> list[tuple[int, str]]:
+    """(seed, folder under ``train/<network>/``) of each final training of one network."""
+    if config.train.seeds is None:
+        return [(config.seed, "")]
+    return [(seed, f"seed{seed}") for seed in config.train.seeds]
+
+
+def run_train_stage(config: PipelineConfig, folder: Path, spec: ArchSpec, execution: Execution,
+                    seed: int) -> TrainedResult:
     """Train one network from scratch with the stage's recipe (the same for found and reference)."""
     from nas.train.recipes import get_recipe
     from nas.train.trainer import CHECKPOINT, TrainConfig, fit
@@ -267,7 +275,7 @@ def run_train_stage(config: PipelineConfig, folder: Path, spec: ArchSpec, execut
     recipe = get_recipe(stage.recipe).with_overrides(**stage.recipe_overrides)
     train = TrainConfig(arch=spec, recipe=recipe, data=config.data, out=folder,
                         epochs=stage.epochs, batch_size=stage.batch_size, resolution=stage.resolution,
-                        seed=config.seed, synthetic_train=config.synthetic_train,
+                        seed=seed, synthetic_train=config.synthetic_train,
                         synthetic_val=config.synthetic_val)
     result = fit(train, resume=(folder / CHECKPOINT).exists(), device=execution.device)
     return write_done(folder, TrainedResult(epochs=stage.epochs, recipe=recipe.name, final=result.final))
