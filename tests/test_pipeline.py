@@ -346,7 +346,7 @@ def test_verdict_needs_equal_or_higher_mean_top1_at_equal_or_lower_latency():
         return pd.DataFrame({"network": ["found", "ref"], "test_top1": [found_top1, 0.6],
                              "latency_ms": [found_ms, 20.0], "test_top1_seed0": [found_top1, 0.6]})
 
-    assert "matches or beats the reference**: mean test top-1 over 1 seeds 60.00 % vs 60.00 % (+0.00 points)" in \
+    assert "matches or beats the reference**: mean test top-1 over 1 seed 60.00 % vs 60.00 % (+0.00 points)" in \
         verdict(summary(0.6, 20.0), "ref")
     slower, worse = verdict(summary(0.61, 20.5), "ref"), verdict(summary(0.59, 19.0), "ref")
     assert "falls short" in slower and "(slower)" in slower
