@@ -388,3 +388,28 @@ def test_committed_latency_sources_and_reports_hold_no_absolute_path():
     for path in results.rglob("trials.parquet"):  # the binary twin of trials.csv
         for source in pd.read_parquet(path)["latency_source"]:
             assert not ABSOLUTE_PATH.search(source), f"{path.relative_to(ROOT)}: {source[:200]}"
+
+
+def test_netadapt_starts_from_the_supernet_weights_when_the_search_scored_with_one(tmp_path, capsys):
+    from nas.model import build_model
+    from nas.pipeline.stages import supernet_seed_state
+    from nas.supernet.evaluator import SupernetEvaluator
+    from nas.supernet.training import SupernetSettings, train_supernet
+
+    folder = tmp_path / "search" / "supernet"
+    train_supernet(SupernetSettings(space="mobilenetv3-shared", epochs=1, resolution=8, synthetic_train=64,
+                                    synthetic_val=32, batch_size=32, bn_batches=1, eval_batch_size=32),
+                   folder, progress=False)
+    config = load_config(SMALL, overrides=["search.evaluator=supernet", "search.space=mobilenetv3-shared"])
+    small = zoo.get("mobilenet_v3_small")
+    seed = replace(small, head=replace(small.head, num_classes=10))
+    state = supernet_seed_state(config, tmp_path, seed)
+    evaluator = SupernetEvaluator.load(folder)
+    expected, raw = evaluator.child(seed).state_dict(), evaluator.supernet.child_state(seed)
+    assert state.keys() == expected.keys() and all(torch.equal(state[k], expected[k]) for k in state)
+    assert not torch.equal(state["blocks.3.dw.bn.running_mean"], raw["blocks.3.dw.bn.running_mean"])  # recalibrated
+    build_model(seed).load_state_dict(state, strict=True)
+    a1 = zoo.get("mnasnet_a1")
+    assert supernet_seed_state(config, tmp_path, replace(a1, head=replace(a1.head, num_classes=10))) is None
+    assert "not a child of the supernet" in capsys.readouterr().err
+    assert supernet_seed_state(load_config(SMALL), tmp_path, seed) is None  # candidates were trained: no supernet

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, TypeVar
 
 from tqdm import tqdm
 
@@ -21,6 +21,9 @@ from nas.errors import NasError
 from nas.pipeline.config import Execution, PipelineConfig, with_shared
 from nas.pipeline.edits import apply_edits
 from nas.profile import profile
+
+if TYPE_CHECKING:
+    import torch
 
 DONE = "done.json"
 DEPLOY_CLASSES = 1000  # latency, params and MAdds are those of the ImageNet network, as in the paper
@@ -238,13 +241,15 @@ def run_netadapt_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, lat
     seed = replace(seed, head=replace(seed.head, num_classes=classes))
     resolution = config.latency_resolution
     say(f"netadapt: to {target_ms:.2f} ms ({config.reference} on {config.target})")
+    seed_state = supernet_seed_state(config, folder.parent, seed, device=execution.device)
     try:
         result = netadapt(seed, target=LatencyTarget(ms=target_ms),
                           latency=lambda spec: latency_model.predict(deployed(spec), resolution).ms,
-                          training=training, settings=settings, out=folder, workers=stage.workers,
-                          ray_address=execution.ray_address,
+                          training=training, settings=settings, out=folder, seed_state=seed_state,
+                          workers=stage.workers, ray_address=execution.ray_address,
                           identity={"target": config.target, "resolution": resolution,
-                                    "latency_classes": DEPLOY_CLASSES})
+                                    "latency_classes": DEPLOY_CLASSES,
+                                    "seed_weights": "supernet" if seed_state is not None else "pretrained"})
     except TargetUnreachable as err:
         say(f"netadapt: {err}")
         result = err.result
@@ -256,6 +261,30 @@ def run_netadapt_stage(config: PipelineConfig, folder: Path, seed: ArchSpec, lat
                                             short_term_accuracy=result.history[-1].accuracy,
                                             spec=deployed(result.spec),
                                             facts=describe(result.spec, latency_model, resolution)))
+
+
+def supernet_seed_state(config: PipelineConfig, out: Path, seed: ArchSpec, *,
+                        device: str = "cpu") -> dict[str, torch.Tensor] | None:
+    """NetAdapt's starting weights when the search scored with a supernet: the seed's slice of it,
+    BatchNorm recalibrated, as the search scored it (instead of ``pretrain_steps`` from scratch).
+
+    None (NetAdapt pretrains the seed, and says why) when the search trained candidates, the seed is
+    a fixed ``seed_arch``, or the manual edits made the seed something the supernet cannot run.
+    """
+    from nas.search.evaluators import SUPERNET_DIR
+    from nas.supernet.evaluator import SupernetEvaluator
+
+    search = config.search
+    if search.evaluator != "supernet" or search.seed_arch is not None:
+        return None
+    folder = Path(search.supernet) if search.supernet is not None else out / "search" / SUPERNET_DIR
+    evaluator = SupernetEvaluator.load(folder, device=device)
+    reason = evaluator.why_not(seed)
+    if reason is not None:
+        say(f"netadapt: the edited seed is not a child of the supernet ({reason}); it is pretrained instead")
+        return None
+    say(f"netadapt: the seed starts from its weights in the supernet ({folder.name}), BatchNorm recalibrated")
+    return {name: tensor.cpu() for name, tensor in evaluator.child(seed).state_dict().items()}
 
 
 def training_runs(config: PipelineConfig) -> list[tuple[int, str]]:
