@@ -42,7 +42,7 @@ from search_spaces import SPACES, get_space
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--space", choices=SPACES, default="mobilenetv3")
+    p.add_argument("--space", choices=SPACES, default="mobilenetv3-shared")
     p.add_argument("--data", default="synthetic", help="synthetic, an ImageFolder or CIFAR-10 directory")
     p.add_argument("--children", type=int, default=4)
     p.add_argument("--seed", type=int, default=0, help="draws the children (default 0)")
