@@ -154,3 +154,16 @@ def test_bad_supernet_options_are_one_line_and_make_no_run(tmp_path, capsys, arg
     assert code != 0
     assert err[-1].startswith("error: ") and message in err[-1]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_quick_supernet_search_runs_and_explicit_options_win(tmp_path):
+    out = tmp_path / "quick"
+    assert run(main, ["--space", "mobilenetv3-shared", "--evaluator", "supernet", "--quick", "--trials", "3",
+                      "--latency-target", "20", "--out", str(out)]) == 0
+    table = pd.read_csv(out / "trials.csv")
+    assert len(table) == 3 and (table["status"] == "ok").all()  # --trials 3 given: it wins over quick's 4
+    fixed = json.loads((out / "config.json").read_text())["fixed"]
+    assert fixed["evaluator"] == {"kind": "supernet", "supernet": {"epochs": 1, "rule": "sandwich"}}
+    assert fixed["proxy"]["resolution"] == 8 and fixed["proxy"]["bn_batches"] == 2
+    assert len(pd.read_csv(out / "supernet" / "metrics.csv")) == 1

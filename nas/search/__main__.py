@@ -38,6 +38,7 @@ examples:
   python -m nas.search --target pixel-cpu --space mobilenetv3-shared --evaluator supernet --controller evolution \
       --trials 200
   python -m nas.search --space mobilenetv3-shared --evaluator supernet --supernet runs/supernet --trials 500
+  python -m nas.search --space mobilenetv3-shared --evaluator supernet --quick   # a dry run, about a minute
 
 Rerunning a command with the same --out resumes it: finished trials are kept, open ones are
 evaluated again, the controller continues from its saved state. --trials may grow on a resume;
@@ -123,7 +124,27 @@ def _parser() -> argparse.ArgumentParser:
                                       "with pip install 'latency-nas[postgres]'; default sqlite in --out); runs "
                                       "sharing one database need distinct --out folder names")
     g.add_argument("--top-k", type=int, default=5, help="architectures in best.json (default 5)")
+    g.add_argument("--quick", action="store_true",
+                   help="a dry run in about a minute: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in
+                                                                    QUICK.items()) +
+                        ", and a one-epoch supernet with --evaluator supernet; options given explicitly win")
     return p
+
+
+# --quick: the smallest budgets that still run every stage (synthetic data is the default).
+QUICK = {"trials": 4, "workers": 0, "steps": 4, "train_resolution": 8, "batch_size": 64, "bn_batches": 2}
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The options; with ``--quick`` the :data:`QUICK` budgets replace the defaults, not given options."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.quick:
+        parser.set_defaults(**QUICK)
+        args = parser.parse_args(argv)
+        if args.evaluator == "supernet" and args.supernet is None and args.supernet_epochs is None:
+            args.supernet_epochs = 1
+    return args
 
 
 def _evaluator(args: argparse.Namespace) -> EvaluatorSettings:
@@ -167,7 +188,7 @@ def _objective(args: argparse.Namespace, latency_model) -> Objective:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     _choose(args.target, TARGETS, "target")
     args.target = resolve_target(args.target, args.calibration)
     _choose(args.space, SPACES, "search space")
