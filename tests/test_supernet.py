@@ -8,12 +8,13 @@ import torch
 
 from nas import zoo
 from nas.arch import ArchSpec
+from nas.errors import NasError
 from nas.model import build_model
 from nas.supernet.__main__ import main
 from nas.supernet.evaluator import SupernetEvaluator, open_evaluator
 from nas.supernet.network import NotAChildError, Supernet
 from nas.supernet.sampling import extreme_child, random_child, step_children
-from nas.supernet.training import CHECKPOINT, METRICS, SupernetSettings, train_supernet
+from nas.supernet.training import CHECKPOINT, METRICS, SupernetSettings, load_supernet, train_supernet
 from search_spaces import get_space
 
 V3_CHILDREN = ["mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v3_large_075", "mobilenet_v3_small_075",
@@ -159,6 +160,13 @@ def test_training_resumes_bit_identically(tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert whole.history.drop(columns="seconds").equals(resumed.history.drop(columns="seconds"))
     assert list(resumed.history["epoch"]) == [1, 2]
+    checkpoint = torch.load(tmp_path / "split" / CHECKPOINT, weights_only=False)  # as an older layout wrote it
+    checkpoint["model"] = {k.replace(".ops.", "."): v for k, v in checkpoint["model"].items()}
+    torch.save(checkpoint, tmp_path / "split" / CHECKPOINT)
+    for load in (lambda: load_supernet(tmp_path / "split"),
+                 lambda: train_supernet(settings, tmp_path / "split", progress=False, resume=True)):
+        with pytest.raises(NasError, match=r"supernet.pt: its weights do not fit this version's supernet \(trunks"):
+            load()
 
 
 def test_sandwich_training_smoke_and_cli(tmp_path, capsys):

@@ -14,7 +14,8 @@ evenly spaced ranks), are scored three ways:
   scored with inherited, BatchNorm-recalibrated weights on the validation split.
 
 It prints the Spearman and Kendall (tau-b) correlation of each method with the stand-alone mean,
-and each method's seconds per candidate. Every result is cached under ``--out`` (one JSON per
+and each method's seconds per candidate, and writes ``results.csv``, ``summary.csv`` and
+``ranking.png`` (each method's score against the stand-alone mean) to ``--out``. Every result is cached under ``--out`` (one JSON per
 child and method, the supernets as resumable runs), so an interrupted run picks up where it
 stopped; rerun the same command. ``--parts`` runs only some of the work, so that two processes
 (say ``--parts standalone`` and ``--parts proxy supernet``) share the cores on one ``--out``; the
@@ -75,6 +76,23 @@ def spread_over_latency(latencies: np.ndarray, count: int) -> list[int]:
 # Options that may change between reruns on one --out: they change no cached result.
 _FREE = ("rules", "device", "threads", "out", "parts")
 PARTS = ("standalone", "proxy", "supernet")
+
+
+def plot_ranking(table: pd.DataFrame, methods: dict[str, str], summary: pd.DataFrame, path: Path) -> None:
+    """One panel per method: its score (x) against the stand-alone mean top-1 (y), Spearman in the title."""
+    from matplotlib.figure import Figure
+
+    from nas.analysis.plots import PNG_METADATA
+
+    fig = Figure(figsize=(4 * len(methods) + 1, 3.8), layout="constrained")
+    truth, latency = 100 * table["standalone_mean"], table.columns[1]
+    axes = fig.subplots(1, len(methods), squeeze=False)[0]
+    for ax, (column, label), rho in zip(axes, methods.items(), summary["spearman"].iloc[-len(methods):]):
+        points = ax.scatter(100 * table[column], truth, c=table[latency], cmap="viridis", s=28)
+        ax.set(xlabel=f"{label} top-1 (%)", ylabel="stand-alone test top-1 (%)", title=f"{label}: Spearman {rho:.2f}")
+        ax.grid(alpha=0.3)
+    fig.colorbar(points, ax=list(axes), label=latency.replace("latency_ms_", "latency (ms) on "))
+    fig.savefig(path, dpi=100, metadata=PNG_METADATA)
 
 
 def _check_same_args(path: Path, current: dict) -> None:
@@ -230,6 +248,8 @@ def main(argv=None) -> int:
                      "seconds_per_candidate": table[f"supernet_{rule}_seconds"].mean()})
     summary = pd.DataFrame(rows)
     summary.to_csv(out / "summary.csv", index=False)
+    methods = {"proxy": f"proxy ({args.proxy_steps} steps)", **{f"supernet_{r}": f"supernet {r}" for r in args.rules}}
+    plot_ranking(table, methods, summary, out / "ranking.png")
     shown = ["latency_ms_" + args.target, *seeds, "proxy", *[f"supernet_{r}" for r in args.rules]]
     print(table[shown].round(3).to_string())
     print(f"\n{args.space} on {args.data} at {args.train_resolution} px, {len(children)} children; "

@@ -115,8 +115,20 @@ def load_supernet(out: Path, *, device: str = "cpu") -> tuple[Supernet, Supernet
         raise NasError(f"{out}: no {CHECKPOINT} yet (train at least one epoch)")
     data = open_data(settings)
     supernet = Supernet(get_space(settings.space, num_classes=data.num_classes))
-    supernet.load_state_dict(rundir.read_checkpoint(path, weights_only=False)["model"])
+    _load_weights(supernet, rundir.read_checkpoint(path, weights_only=False)["model"], path)
     return supernet.to(device), settings
+
+
+def _load_weights(supernet: Supernet, state: dict, path: Path) -> None:
+    """The checkpoint's weights, or one line when they are laid out for another version of the supernet."""
+    try:
+        supernet.load_state_dict(state)
+    except RuntimeError:
+        theirs, ours = set(state), set(supernet.state_dict())
+        differs = (sorted(theirs - ours) or sorted(ours - theirs) or ["a tensor's shape"])[0]
+        raise NasError(f"{path}: its weights do not fit this version's supernet ({differs}): it was trained by an "
+                       "older version of nas.supernet or for another space; train it again into another --out") \
+            from None
 
 
 def train_supernet(settings: SupernetSettings, out: Path, *, resume: bool = False, progress: bool = True,
@@ -143,7 +155,7 @@ def train_supernet(settings: SupernetSettings, out: Path, *, resume: bool = Fals
         state = rundir.read_checkpoint(checkpoint, device=device, weights_only=False)
         rundir.check_same(state["settings"], settings.to_dict(), where=out, may_differ=("device",),
                           advice="resume with the original settings or choose another --out")
-        supernet.load_state_dict(state["model"])
+        _load_weights(supernet, state["model"], checkpoint)
         optimizer.load_state_dict(state["optimizer"])
         torch.set_rng_state(state["rng"])
         start, history = state["epoch"], list(state["history"])
