@@ -66,8 +66,8 @@ NetAdapt tuned after the search, and no per-block ratio reproduces them.
 
 **Weight sharing.** ``get_space("mobilenetv3-shared")``
 (:func:`search_spaces.factorized.weight_sharing_space`) is the sub-space a supernet search uses:
-``mb3``/``mb4``/``mb6`` in blocks 2-6, ``ds`` fixed in block 1, identity skips everywhere (41 choices,
-vectors, 2.5e16). Every network above is a member of it too, up to expanded widths.
+``mb3``/``mb4``/``mb6`` in blocks 2-6, ``ds`` fixed in block 1, identity skips everywhere (41
+choices, 2.5e16 vectors). Every network above is a member of it too, up to expanded widths.
 """
 
 from __future__ import annotations
