@@ -17,9 +17,10 @@ It prints the Spearman and Kendall (tau-b) correlation of each method with the s
 and each method's seconds per candidate, and writes ``results.csv``, ``summary.csv`` and
 ``ranking.png`` (each method's score against the stand-alone mean) to ``--out``. Every result is cached under ``--out`` (one JSON per
 child and method, the supernets as resumable runs), so an interrupted run picks up where it
-stopped; rerun the same command. ``--parts`` runs only some of the work, so that two processes
-(say ``--parts standalone`` and ``--parts proxy supernet``) share the cores on one ``--out``; the
-report is printed once every part is cached.
+stopped; rerun the same command. Several processes may share one ``--out`` (a lock file per
+result keeps them from computing it twice): ``--parts`` gives each some of the work (say
+``--parts standalone`` and ``--parts proxy supernet``), ``--from-end`` takes the runs in reverse
+order. The report is printed once every result is cached.
 
     # smoke scale (synthetic, minutes on 2 cores):
     python experiments/benchmarks/supernet_ranking.py --children 4 --train-resolution 16 --synthetic-train 256 \\
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import replace
@@ -74,7 +76,7 @@ def spread_over_latency(latencies: np.ndarray, count: int) -> list[int]:
 
 
 # Options that may change between reruns on one --out: they change no cached result.
-_FREE = ("rules", "device", "threads", "out", "parts")
+_FREE = ("rules", "device", "threads", "out", "parts", "from_end")
 PARTS = ("standalone", "proxy", "supernet")
 
 
@@ -104,12 +106,36 @@ def _check_same_args(path: Path, current: dict) -> None:
     path.write_text(json.dumps(current, indent=1))
 
 
-def _cached(path: Path, compute) -> dict:
+def _claim(path: Path) -> bool:
+    """Whether this process computes ``path`` now: no other live process holds its lock file."""
+    lock = path.with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            with open(lock, "x") as file:
+                file.write(str(os.getpid()))
+            return True
+        except FileExistsError:
+            holder = lock.read_text().strip()
+            try:
+                os.kill(int(holder), 0)
+                return False  # another process is computing it
+            except (ValueError, ProcessLookupError):
+                lock.unlink(missing_ok=True)  # left by a process that died: take it over
+    return False
+
+
+def _cached(path: Path, compute) -> dict | None:
+    """The cached result, or ``compute()``'s (then cached), or None while another process computes it."""
     if path.is_file():
         return json.loads(path.read_text())
-    result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result))
+    if not _claim(path):
+        return None
+    try:
+        result = compute()
+        path.write_text(json.dumps(result))
+    finally:
+        path.with_suffix(".lock").unlink(missing_ok=True)
     return result
 
 
@@ -147,6 +173,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                    help="compute only these (default all); the report needs every part cached")
+    p.add_argument("--from-end", action="store_true",
+                   help="take the stand-alone and proxy runs in reverse order (a second process on one --out)")
     p.add_argument("--out", type=Path, required=True, help="cache and results directory (rerun to resume)")
     return p
 
@@ -176,24 +204,15 @@ def main(argv=None) -> int:
 
     standalone = replace(base, epochs=args.standalone_epochs)
     proxy = replace(base, steps=args.proxy_steps)
-    def cached(path: Path, part: str, compute) -> dict | None:
-        return _cached(path, compute) if part in args.parts or path.is_file() else None
-
-    jobs = len(children) * (len(args.standalone_seeds) + 1)
-    columns: dict[str, list[dict | None]] = {}
-    with tqdm(total=jobs, desc="stand-alone and proxy training", unit="run") as bar:
-        for seed in args.standalone_seeds:
-            columns[f"standalone_seed{seed}"] = []
-            for i, spec in enumerate(children):
-                path = out / "standalone" / f"seed{seed}_child{i}.json"
-                columns[f"standalone_seed{seed}"].append(
-                    cached(path, "standalone", lambda: _standalone(spec, standalone, seed)))
-                bar.update()
-        columns["proxy"] = []
-        for i, spec in enumerate(children):
-            columns["proxy"].append(cached(out / "proxy" / f"child{i}.json", "proxy",
-                                           lambda: evaluate_candidate(spec, proxy).to_dict()))
-            bar.update()
+    jobs = [(f"standalone_seed{seed}", i, out / "standalone" / f"seed{seed}_child{i}.json", "standalone",
+             lambda spec=spec, seed=seed: _standalone(spec, standalone, seed))
+            for seed in args.standalone_seeds for i, spec in enumerate(children)]
+    jobs += [("proxy", i, out / "proxy" / f"child{i}.json", "proxy",
+              lambda spec=spec: evaluate_candidate(spec, proxy).to_dict()) for i, spec in enumerate(children)]
+    columns: dict[str, list[dict | None]] = {column: [None] * len(children) for column, *_ in jobs}
+    for column, i, path, part, compute in tqdm(jobs[::-1] if args.from_end else jobs, unit="run",
+                                               desc="stand-alone and proxy training"):
+        columns[column][i] = _cached(path, compute) if part in args.parts or path.is_file() else None
 
     supernet_seconds = {}
     for rule in args.rules:
@@ -214,8 +233,8 @@ def main(argv=None) -> int:
 
     missing = [name for name, column in columns.items() if any(result is None for result in column)]
     if missing:
-        print(f"cached under {out}; still to compute: {', '.join(missing)} (rerun with those --parts, "
-              f"then without --parts for the report)")
+        print(f"cached under {out}; not cached yet: {', '.join(missing)} (computing in another process, or rerun "
+              f"with those --parts; then without --parts for the report)")
         return 0
     for seed in args.standalone_seeds:
         table[f"standalone_seed{seed}"] = [r["top1"] for r in columns[f"standalone_seed{seed}"]]
