@@ -15,9 +15,9 @@ evenly spaced ranks), are scored three ways:
 
 It prints the Spearman and Kendall (tau-b) correlation of each method with the stand-alone mean,
 and each method's seconds per candidate, and writes ``results.csv``, ``summary.csv`` and
-``ranking.png`` (each method's score against the stand-alone mean) to ``--out``. Every result is cached under ``--out`` (one JSON per
-child and method, the supernets as resumable runs), so an interrupted run picks up where it
-stopped; rerun the same command. Several processes may share one ``--out`` (a lock file per
+``ranking.png`` (each method's score against the stand-alone mean) to ``--out``. Every result is
+cached under ``--out`` (one JSON per child and method, the supernets as resumable runs), so an
+interrupted run picks up where it stopped; rerun the same command. Several processes may share one ``--out`` (a lock file per
 result keeps them from computing it twice): ``--parts`` gives each some of the work (say
 ``--parts standalone`` and ``--parts proxy supernet``), ``--from-end`` takes the runs in reverse
 order. The report is printed once every result is cached.
