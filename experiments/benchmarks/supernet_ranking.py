@@ -20,7 +20,8 @@ cached under ``--out`` (one JSON per child and method, the supernets as resumabl
 interrupted run picks up where it stopped; rerun the same command. Several processes may share one ``--out`` (a lock file per
 result keeps them from computing it twice): ``--parts`` gives each some of the work (say
 ``--parts standalone`` and ``--parts proxy supernet``), ``--from-end`` takes the runs in reverse
-order. The report is printed once every result is cached.
+order. The report is printed once every result is cached (``--partial``: as soon as the proxy and
+supernet scores are, into ``*_partial`` files, saying which stand-alone runs it lacks).
 
     # smoke scale (synthetic, minutes on 2 cores):
     python experiments/benchmarks/supernet_ranking.py --children 4 --train-resolution 16 --synthetic-train 256 \\
@@ -76,7 +77,7 @@ def spread_over_latency(latencies: np.ndarray, count: int) -> list[int]:
 
 
 # Options that may change between reruns on one --out: they change no cached result.
-_FREE = ("rules", "device", "threads", "out", "parts", "from_end")
+_FREE = ("rules", "device", "threads", "out", "parts", "from_end", "partial")
 PARTS = ("standalone", "proxy", "supernet")
 
 
@@ -175,6 +176,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="compute only these (default all); the report needs every part cached")
     p.add_argument("--from-end", action="store_true",
                    help="take the stand-alone and proxy runs in reverse order (a second process on one --out)")
+    p.add_argument("--partial", action="store_true",
+                   help="report before every stand-alone run is cached (each child's mean over its cached seeds; "
+                        "seed vs seed over the children with all seeds) into *_partial.csv/png")
     p.add_argument("--out", type=Path, required=True, help="cache and results directory (rerun to resume)")
     return p
 
@@ -232,47 +236,57 @@ def main(argv=None) -> int:
                                        for path, spec in zip(paths, children)]
 
     missing = [name for name, column in columns.items() if any(result is None for result in column)]
-    if missing:
+    partial = args.partial and bool(missing) and all(name.startswith("standalone_") for name in missing)
+    if missing and not partial:
         print(f"cached under {out}; not cached yet: {', '.join(missing)} (computing in another process, or rerun "
               f"with those --parts; then without --parts for the report)")
         return 0
+
+    def values(column: str, key: str) -> list[float]:
+        return [float("nan") if result is None else result[key] for result in columns[column]]
+
     for seed in args.standalone_seeds:
-        table[f"standalone_seed{seed}"] = [r["top1"] for r in columns[f"standalone_seed{seed}"]]
-        table[f"standalone_seconds_seed{seed}"] = [r["seconds"] for r in columns[f"standalone_seed{seed}"]]
-    table["proxy"] = [r["accuracy"] for r in columns["proxy"]]
-    table["proxy_seconds"] = [r["train_seconds"] for r in columns["proxy"]]
+        table[f"standalone_seed{seed}"] = values(f"standalone_seed{seed}", "top1")
+        table[f"standalone_seconds_seed{seed}"] = values(f"standalone_seed{seed}", "seconds")
+    table["proxy"], table["proxy_seconds"] = values("proxy", "accuracy"), values("proxy", "train_seconds")
     for rule in args.rules:
-        table[f"supernet_{rule}"] = [s["accuracy"] for s in columns[f"supernet_{rule}"]]
-        table[f"supernet_{rule}_seconds"] = [s["seconds"] for s in columns[f"supernet_{rule}"]]
+        table[f"supernet_{rule}"] = values(f"supernet_{rule}", "accuracy")
+        table[f"supernet_{rule}_seconds"] = values(f"supernet_{rule}", "seconds")
 
     seeds = [f"standalone_seed{s}" for s in args.standalone_seeds]
-    truth = table[seeds].mean(axis=1).to_numpy()
-    table["standalone_mean"] = truth
-    table.to_csv(out / "results.csv", index=False)
+    table["standalone_mean"] = table[seeds].mean(axis=1, skipna=True)
+    if table["standalone_mean"].isna().any():
+        raise NasError("--partial needs at least one cached stand-alone result for every child")
+    truth = table["standalone_mean"].to_numpy()
+    suffix = "_partial" if partial else ""
+    table.to_csv(out / f"results{suffix}.csv", index=False)
     rows = []
     if len(seeds) > 1:
-        pairs = [(a, b) for k, a in enumerate(seeds) for b in seeds[k + 1:]]
+        both = table[seeds].notna().all(axis=1)
+        pairs = [(table.loc[both, a], table.loc[both, b]) for k, a in enumerate(seeds) for b in seeds[k + 1:]]
         rows.append({"method": f"stand-alone seed vs seed ({args.standalone_epochs:g} epochs)",
-                     "spearman": np.mean([spearman(table[a], table[b]) for a, b in pairs]),
-                     "kendall": np.mean([kendall_tau(table[a], table[b]) for a, b in pairs]),
-                     "seconds_per_candidate": table[[f"standalone_seconds_seed{s}" for s in args.standalone_seeds]]
-                     .to_numpy().mean()})
-    rows.append({"method": f"proxy ({args.proxy_steps} steps)", "spearman": spearman(table["proxy"], truth),
-                 "kendall": kendall_tau(table["proxy"], truth), "seconds_per_candidate": table["proxy_seconds"].mean()})
+                     "children": int(both.sum()), "spearman": np.mean([spearman(a, b) for a, b in pairs]),
+                     "kendall": np.mean([kendall_tau(a, b) for a, b in pairs]),
+                     "seconds_per_candidate": np.nanmean(table[[f"standalone_seconds_seed{s}"
+                                                                 for s in args.standalone_seeds]].to_numpy())})
+    rows.append({"method": f"proxy ({args.proxy_steps} steps)", "children": len(table),
+                 "spearman": spearman(table["proxy"], truth), "kendall": kendall_tau(table["proxy"], truth),
+                 "seconds_per_candidate": table["proxy_seconds"].mean()})
     for rule in args.rules:
         column = table[f"supernet_{rule}"]
         trained_in = f"{args.supernet_epochs} epochs, {supernet_seconds[rule]:.0f} s to train"
-        rows.append({"method": f"supernet {rule} ({trained_in})",
+        rows.append({"method": f"supernet {rule} ({trained_in})", "children": len(table),
                      "spearman": spearman(column, truth), "kendall": kendall_tau(column, truth),
                      "seconds_per_candidate": table[f"supernet_{rule}_seconds"].mean()})
     summary = pd.DataFrame(rows)
-    summary.to_csv(out / "summary.csv", index=False)
+    summary.to_csv(out / f"summary{suffix}.csv", index=False)
     methods = {"proxy": f"proxy ({args.proxy_steps} steps)", **{f"supernet_{r}": f"supernet {r}" for r in args.rules}}
-    plot_ranking(table, methods, summary, out / "ranking.png")
+    plot_ranking(table, methods, summary, out / f"ranking{suffix}.png")
     shown = ["latency_ms_" + args.target, *seeds, "proxy", *[f"supernet_{r}" for r in args.rules]]
     print(table[shown].round(3).to_string())
     print(f"\n{args.space} on {args.data} at {args.train_resolution} px, {len(children)} children; "
-          f"correlation with the stand-alone mean top-1 (test split):")
+          f"correlation with the stand-alone mean top-1 (test split)"
+          + (f"; PARTIAL: not every stand-alone run is cached ({', '.join(missing)})" if partial else "") + ":")
     print(summary.round(3).to_string(index=False))
     return 0
 
