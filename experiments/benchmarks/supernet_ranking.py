@@ -17,9 +17,10 @@ It prints the Spearman and Kendall (tau-b) correlation of each method with the s
 and each method's seconds per candidate, and writes ``results.csv``, ``summary.csv`` and
 ``ranking.png`` (each method's score against the stand-alone mean) to ``--out``. Every result is
 cached under ``--out`` (one JSON per child and method, the supernets as resumable runs), so an
-interrupted run picks up where it stopped; rerun the same command. Several processes may share one ``--out`` (a lock file per
-result keeps them from computing it twice): ``--parts`` gives each some of the work (say
-``--parts standalone`` and ``--parts proxy supernet``), ``--from-end`` takes the runs in reverse
+interrupted run picks up where it stopped; rerun the same command. Several processes may share
+one ``--out`` (a lock file per result keeps them from computing it twice): ``--parts`` gives each
+some of the work (say ``--parts standalone`` and ``--parts proxy supernet``), ``--from-end`` takes
+the runs in reverse
 order. The report is printed once every result is cached (``--partial``: as soon as the proxy and
 supernet scores are, into ``*_partial`` files, saying which stand-alone runs it lacks).
 
