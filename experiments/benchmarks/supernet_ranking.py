@@ -20,9 +20,9 @@ cached under ``--out`` (one JSON per child and method, the supernets as resumabl
 interrupted run picks up where it stopped; rerun the same command. Several processes may share
 one ``--out`` (a lock file per result keeps them from computing it twice): ``--parts`` gives each
 some of the work (say ``--parts standalone`` and ``--parts proxy supernet``), ``--from-end`` takes
-the runs in reverse
-order. The report is printed once every result is cached (``--partial``: as soon as the proxy and
-supernet scores are, into ``*_partial`` files, saying which stand-alone runs it lacks).
+the runs in reverse order. The report is printed once every result is cached (``--partial``: as
+soon as the proxy and supernet scores are, into ``*_partial`` files, saying which stand-alone runs
+it lacks).
 
     # smoke scale (synthetic, minutes on 2 cores):
     python experiments/benchmarks/supernet_ranking.py --children 4 --train-resolution 16 --synthetic-train 256 \\
