@@ -56,7 +56,7 @@ from nas.model import build_model
 from nas.search.evaluate import ProxySettings, evaluate_candidate
 from nas.supernet.evaluator import SupernetEvaluator
 from nas.supernet.sampling import RULES, random_child
-from nas.supernet.training import CHECKPOINT, SupernetSettings, train_supernet
+from nas.supernet.training import CHECKPOINT, METRICS, SupernetSettings, train_supernet
 from nas.train.loop import evaluate
 from nas.train.proxy import open_data, train
 from search_spaces import SPACES, get_space
@@ -226,10 +226,14 @@ def main(argv=None) -> int:
                                     batch_size=args.batch_size, lr=args.lr, bn_batches=args.bn_batches,
                                     device=args.device, epochs=args.supernet_epochs, rule=rule, seed=0)
         paths = [out / f"supernet_{rule}_scores" / f"child{i}.json" for i in range(len(children))]
-        if "supernet" not in args.parts and not all(path.is_file() for path in paths):
+        run_dir = out / f"supernet_{rule}"
+        if all(path.is_file() for path in paths):  # every child scored: the report needs no checkpoint
+            columns[f"supernet_{rule}"] = [json.loads(path.read_text()) for path in paths]
+            supernet_seconds[rule] = float(pd.read_csv(run_dir / METRICS)["seconds"].sum())
+            continue
+        if "supernet" not in args.parts:
             columns[f"supernet_{rule}"] = [None]
             continue
-        run_dir = out / f"supernet_{rule}"
         trained = train_supernet(settings, run_dir, resume=(run_dir / CHECKPOINT).exists())
         supernet_seconds[rule] = float(trained.history["seconds"].sum())
         evaluator = SupernetEvaluator(trained.supernet, settings)
