@@ -148,6 +148,8 @@ class FactorizedSpace(SearchSpace):
         self.skeletons = {key: tuple(stages) for key, stages in skeletons.items()}
         self.block_options, self.stem_options, self.head_options = blocks, stem, head
         self.se_style, self.num_classes = se_style, num_classes
+        if not self.skeletons or len({len(stages) for stages in self.skeletons.values()}) != 1:
+            raise NasError(f"{self.name}: skeletons must exist and have the same number of blocks")
         slots = self._make_slots(dict(overrides or {}))
         self._options = {slot.name: slot.options for slot in slots}
         self._check_tables()
@@ -172,8 +174,6 @@ class FactorizedSpace(SearchSpace):
         return self._options[name]
 
     def _check_tables(self) -> None:
-        if not self.skeletons or len({len(stages) for stages in self.skeletons.values()}) != 1:
-            raise NasError(f"{self.name}: skeletons must exist and have the same number of blocks")
         for key, stages in self.skeletons.items():
             for i, stage in enumerate(stages, 1):
                 if stage.depth + min(self._options[f"block{i}.layers"]) < 1:

@@ -184,7 +184,8 @@ def verdict(summary: pd.DataFrame, reference_name: str) -> str:
     points = 100 * (found["test_top1"] - reference["test_top1"])
     faster = found["latency_ms"] <= reference["latency_ms"]
     seeds = sum(column.startswith("test_top1_seed") for column in summary.columns)
-    mean = f"mean test top-1 over {seeds} seed{'s' if seeds > 1 else ''}" if seeds else "test top-1 (one training run each)"
+    mean = (f"mean test top-1 over {seeds} seed{'s' if seeds > 1 else ''}" if seeds
+            else "test top-1 (one training run each)")
     outcome = "matches or beats the reference" if points >= 0 and faster else "falls short of the reference"
     return (f"**Verdict: the found network {outcome}**: {mean} {100 * found['test_top1']:.2f} % vs "
             f"{100 * reference['test_top1']:.2f} % ({points:+.2f} points) at {found['latency_ms']:.2f} vs "
