@@ -41,7 +41,7 @@ from nas.errors import NasError
 from nas.model import Network, build_model, init_weights
 from nas.supernet.slicing import Axis, Tensors, axes, cut, run_head, run_layer, run_stem
 from search_spaces import FactorizedSpace, NotInSpaceError, SearchSpace
-from search_spaces.factorized import EFFICIENT_HEAD_RATIO, STEM_KERNEL, STEM_STRIDE, layer_op
+from search_spaces.factorized import EFFICIENT_HEAD_RATIO, STEM_KERNEL, STEM_STRIDE, expanded_width, layer_op
 
 
 class NotAChildError(NasError):
@@ -100,8 +100,7 @@ def _largest_layers(space: FactorizedSpace, block: str, in_ch: int, out_ch: int)
                   se_ratio=max(space.options(f"{block}.se")), se_style=space.se_style, act="relu", residual=False)
     largest = {}
     for op in space.options(f"{block}.op"):
-        kind, ratio = layer_op(op)
-        exp = {"conv": out_ch, "ds": in_ch}.get(kind, (ratio or 1) * in_ch)
+        kind, exp = layer_op(op)[0], expanded_width(op, in_ch, out_ch)
         if kind not in largest or exp > largest[kind].exp:
             largest[kind] = LayerSpec(op=kind, exp=exp, **common)
     return largest
@@ -128,10 +127,10 @@ class Trunk(nn.Module):
         self.last_group = in_group
         width = max(space.head_options.widths)
         efficient = make_divisible(EFFICIENT_HEAD_RATIO * in_ch, 8)
-        self.largest_heads = {"efficient": HeadSpec(channels=efficient, hidden=width, num_classes=space.num_classes),
-                              "classic": HeadSpec(channels=width, hidden=0, num_classes=space.num_classes)}
-        self.heads = nn.ModuleDict({kind: make_head(self.largest_heads[kind], in_ch)
-                                    for kind in space.head_options.kinds})
+        largest = {"efficient": HeadSpec(channels=efficient, hidden=width, num_classes=space.num_classes),
+                   "classic": HeadSpec(channels=width, hidden=0, num_classes=space.num_classes)}
+        self.largest_heads = {kind: largest[kind] for kind in space.head_options.kinds}
+        self.heads = nn.ModuleDict({kind: make_head(head, in_ch) for kind, head in self.largest_heads.items()})
 
     def cut_stem(self, channels: int) -> Tensors:
         return cut(self.stem, ConvBNAct.params(), {Channels.INPUT: 3, Channels.OUTPUT: channels}, STEM_KERNEL)
@@ -146,10 +145,9 @@ class Trunk(nn.Module):
             for j, layer in enumerate(layers):
                 found += layer.axes(f"{prefix}.blocks.{s}.{j}")
         for kind, head in self.largest_heads.items():
-            if kind in self.heads:
-                groups = {Channels.INPUT: self.last_group, Channels.EXPANDED: f"{prefix}.heads.{kind}.conv",
-                          Channels.HIDDEN: f"{prefix}.heads.{kind}.hidden"}
-                found += axes(f"{prefix}.heads.{kind}", head_params(head), groups)
+            groups = {Channels.INPUT: self.last_group, Channels.EXPANDED: f"{prefix}.heads.{kind}.conv",
+                      Channels.HIDDEN: f"{prefix}.heads.{kind}.hidden"}
+            found += axes(f"{prefix}.heads.{kind}", head_params(head), groups)
         return found
 
 
