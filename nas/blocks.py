@@ -73,6 +73,12 @@ def slice_channels(tensor: torch.Tensor, dims: Sequence[G | None],
     return tensor
 
 
+def filter_norms(tensor: torch.Tensor) -> torch.Tensor:
+    """The L2 norm of each filter (each index of the first dimension), in float64: the channel
+    importance NetAdapt's inheritance and the supernet's channel sorting sum over a group's producers."""
+    return tensor.detach().double().flatten(1).norm(dim=1)
+
+
 def _affine(name: str, out: Channels | None, inp: Channels, kernel: bool) -> tuple[Param, ...]:
     """A layer with a bias: a linear layer, or (``kernel``) a 1x1 convolution."""
     return Param(f"{name}.weight", (out, inp) + ((None, None) if kernel else ())), Param(f"{name}.bias", (out,))

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nas.arch import ArchSpec
-from nas.blocks import Channels, slice_channels
+from nas.blocks import Channels, filter_norms, slice_channels
 from nas.errors import NasError
 from nas.model import Part, build_model, network_parts
 from nas.netadapt.units import Slot, has_expand, input_slot, slot_classes, slot_widths
@@ -52,7 +52,7 @@ def channel_scores(spec: ArchSpec, state: dict[str, torch.Tensor]) -> dict[Slot,
     for name, dims in param_slots(spec).items():
         tensor = state[name]
         if tensor.dim() >= 2 and dims[0] is not None:
-            scores[dims[0]] += tensor.detach().double().flatten(1).norm(dim=1).cpu()
+            scores[dims[0]] += filter_norms(tensor).cpu()
     return scores
 
 

@@ -36,7 +36,9 @@ import torch
 from torch import nn
 
 from nas.arch import ArchSpec, HeadSpec, LayerSpec, iter_layers, make_divisible
-from nas.blocks import Channels, ConvBNAct, block_expands, block_params, head_params, make_block, make_head
+from nas.blocks import (
+    Channels, ConvBNAct, block_expands, block_params, filter_norms, head_params, make_block, make_head,
+)
 from nas.errors import NasError
 from nas.model import Network, build_model, init_weights
 from nas.supernet.slicing import Axis, Tensors, axes, cut, run_head, run_layer, run_stem
@@ -268,7 +270,7 @@ class Supernet(nn.Module):
             groups.setdefault(axis.group, []).append(axis)
         for axes in groups.values():
             producers = [tensors[a.path] for a in axes if a.dim == 0 and tensors[a.path].dim() >= 2]
-            score = sum(t.detach().double().flatten(1).norm(dim=1) for t in producers)
+            score = sum(filter_norms(t) for t in producers)
             order = torch.argsort(score, descending=True, stable=True)
             for axis in axes:
                 tensor = tensors[axis.path]
