@@ -271,13 +271,12 @@ def supernet_seed_state(config: PipelineConfig, out: Path, seed: ArchSpec, *,
     None (NetAdapt pretrains the seed, and says why) when the search trained candidates, the seed is
     a fixed ``seed_arch``, or the manual edits made the seed something the supernet cannot run.
     """
-    from nas.search.evaluators import SUPERNET_DIR
     from nas.supernet.evaluator import SupernetEvaluator
 
     search = config.search
     if search.evaluator != "supernet" or search.seed_arch is not None:
         return None
-    folder = Path(search.supernet) if search.supernet is not None else out / "search" / SUPERNET_DIR
+    folder = search.evaluator_settings().supernet_folder(out / "search")
     evaluator = SupernetEvaluator.load(folder, device=device)
     reason = evaluator.why_not(seed)
     if reason is not None:

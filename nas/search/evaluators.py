@@ -78,6 +78,10 @@ class EvaluatorSettings:
             return {"kind": self.kind, "supernet": str(Path(self.supernet).resolve())}
         return {"kind": self.kind, "supernet": {"epochs": self.epochs, "rule": self.rule}}
 
+    def supernet_folder(self, out: Path | str) -> Path:
+        """The supernet a run in ``out`` inherits from: the reused folder, or the one it trains in ``OUT/supernet``."""
+        return Path(self.supernet if self.supernet is not None else Path(out) / SUPERNET_DIR).resolve()
+
     def supernet_settings(self, proxy: ProxySettings, space: str) -> SupernetSettings:
         """The supernet a run trains itself: the search's proxy data and recipe, this budget."""
         shared = {f.name: getattr(proxy, f.name) for f in fields(ProxyTraining)}
@@ -137,10 +141,10 @@ def check_supernet(folder: Path | str, *, space: str) -> SupernetSettings:
 def prepare_supernet(config: SearchConfig, *, progress: bool = True) -> Path:
     """The supernet the run's trials inherit from: the reused one, or this run's, trained (or finished) now."""
     chosen = config.evaluator
+    folder = chosen.supernet_folder(config.out)
     if chosen.supernet is not None:
-        check_supernet(chosen.supernet, space=config.space)
-        return Path(chosen.supernet).resolve()
-    folder = (Path(config.out) / SUPERNET_DIR).resolve()
+        check_supernet(folder, space=config.space)
+        return folder
     settings = chosen.supernet_settings(config.proxy, config.space)
     trained = _epochs_trained(folder)
     if progress:
