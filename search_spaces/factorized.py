@@ -56,6 +56,10 @@ class Stage:
     width: int
     depth: int
 
+    def width_at(self, multiplier: float) -> int:
+        """The block's output width for a filter multiplier (the **Width** rule above)."""
+        return make_divisible(self.width * multiplier, 8)
+
 
 @dataclass(frozen=True)
 class BlockOptions:
@@ -219,7 +223,7 @@ class FactorizedSpace(SearchSpace):
         def get(field: str) -> Any:
             return values[f"block{i}.{field}"]
 
-        out = make_divisible(stage.width * get("filters"), 8)
+        out = stage.width_at(get("filters"))
         layers = []
         for j in range(stage.depth + get("layers")):
             stride = stage.stride if j == 0 else 1
@@ -376,7 +380,7 @@ class FactorizedSpace(SearchSpace):
 
     def stage_widths(self, index: int, stage: Stage) -> tuple[int, ...]:
         """The output widths block ``index`` (1-based, on ``stage``) can have, in filter-option order."""
-        return tuple(make_divisible(stage.width * m, 8) for m in self._options[f"block{index}.filters"])
+        return tuple(stage.width_at(m) for m in self._options[f"block{index}.filters"])
 
 
 def weight_sharing_space(space: FactorizedSpace) -> FactorizedSpace:
