@@ -69,12 +69,14 @@ def activate(x: torch.Tensor, act: str | None) -> torch.Tensor:
 
 def conv_bn(x: torch.Tensor, t: Tensors, prefix: str, *, stride: int, act: str | None, training: bool,
             depthwise: bool = False) -> torch.Tensor:
-    """``ConvBNAct`` from cut tensors; BatchNorm statistics update the supernet's own (views)."""
-    weight = t[f"{prefix}.conv.weight"]
+    """``ConvBNAct`` (under ``prefix``; "" for the stem's own tensors) from cut tensors; BatchNorm
+    statistics update the supernet's own (views)."""
+    at = f"{prefix}." if prefix else ""
+    weight = t[f"{at}conv.weight"]
     groups = x.shape[1] if depthwise else 1
     y = F.conv2d(x, weight, None, stride, (weight.shape[-1] - 1) // 2, 1, groups)
-    y = F.batch_norm(y, t[f"{prefix}.bn.running_mean"], t[f"{prefix}.bn.running_var"], t[f"{prefix}.bn.weight"],
-                     t[f"{prefix}.bn.bias"], training, BN_MOMENTUM, BN_EPS)
+    y = F.batch_norm(y, t[f"{at}bn.running_mean"], t[f"{at}bn.running_var"], t[f"{at}bn.weight"],
+                     t[f"{at}bn.bias"], training, BN_MOMENTUM, BN_EPS)
     return activate(y, act)
 
 
@@ -86,8 +88,7 @@ def squeeze_excite(x: torch.Tensor, t: Tensors, *, hard: bool) -> torch.Tensor:
 
 def run_stem(x: torch.Tensor, t: Tensors, stem: StemSpec, *, training: bool) -> torch.Tensor:
     """The stem (a ``ConvBNAct``) on its cut tensors ``t``."""
-    return conv_bn(x, {f"stem.{name}": tensor for name, tensor in t.items()}, "stem", stride=stem.stride,
-                   act=stem.act, training=training)
+    return conv_bn(x, t, "", stride=stem.stride, act=stem.act, training=training)
 
 
 def run_layer(x: torch.Tensor, t: Tensors, layer: LayerSpec, *, training: bool) -> torch.Tensor:
