@@ -35,7 +35,6 @@ it lacks).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -47,6 +46,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from nas import rundir
 from nas.arch import ArchSpec
 from nas.cli import run
 from nas.errors import NasError
@@ -99,15 +99,6 @@ def plot_ranking(table: pd.DataFrame, methods: dict[str, str], summary: pd.DataF
     fig.savefig(path, dpi=100, metadata=PNG_METADATA)
 
 
-def _check_same_args(path: Path, current: dict) -> None:
-    if path.is_file():
-        saved = json.loads(path.read_text())
-        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
-        if changed:
-            raise NasError(f"{path.parent} holds results for other settings ({', '.join(changed)}); use another --out")
-    path.write_text(json.dumps(current, indent=1))
-
-
 def _claim(path: Path) -> bool:
     """Whether this process computes ``path`` now: no other live process holds its lock file."""
     lock = path.with_suffix(".lock")
@@ -130,12 +121,12 @@ def _claim(path: Path) -> bool:
 def _cached(path: Path, compute) -> dict | None:
     """The cached result, or ``compute()``'s (then cached), or None while another process computes it."""
     if path.is_file():
-        return json.loads(path.read_text())
+        return rundir.read_json(path, what="cached result", advice="delete it to compute it again")
     if not _claim(path):
         return None
     try:
         result = compute()
-        path.write_text(json.dumps(result))
+        rundir.write_json(path, result)
     finally:
         path.with_suffix(".lock").unlink(missing_ok=True)
     return result
@@ -196,7 +187,8 @@ def main(argv=None) -> int:
     space = get_space(args.space, num_classes=data.num_classes)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    _check_same_args(out / "args.json", {k: str(v) for k, v in vars(args).items() if k not in _FREE})
+    rundir.claim(out / "args.json", {k: str(v) for k, v in vars(args).items() if k not in _FREE},
+                 advice="its results are for those settings; use another --out")
 
     rng = np.random.default_rng(args.arch_seed)
     pool = [random_child(space, rng) for _ in range(args.children * args.pool)]
@@ -228,7 +220,7 @@ def main(argv=None) -> int:
         paths = [out / f"supernet_{rule}_scores" / f"child{i}.json" for i in range(len(children))]
         run_dir = out / f"supernet_{rule}"
         if all(path.is_file() for path in paths):  # every child scored: the report needs no checkpoint
-            columns[f"supernet_{rule}"] = [json.loads(path.read_text()) for path in paths]
+            columns[f"supernet_{rule}"] = [rundir.read_json(path, what="cached score") for path in paths]
             supernet_seconds[rule] = float(pd.read_csv(run_dir / METRICS)["seconds"].sum())
             continue
         if "supernet" not in args.parts:
