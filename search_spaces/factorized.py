@@ -104,6 +104,11 @@ def layer_op(op: str) -> tuple[str, int | None]:
     raise NasError(f"unknown block op {op!r}: expected conv, ds or mbN (N = expansion ratio)")
 
 
+def efficient_head_channels(last: int) -> int:
+    """The pre-pool 1x1 width of the efficient head after a last block ``last`` channels wide."""
+    return make_divisible(EFFICIENT_HEAD_RATIO * last, 8)
+
+
 def expanded_width(op: str, in_ch: int, out: int) -> int:
     kind, ratio = layer_op(op)
     if kind == "conv":
@@ -239,7 +244,7 @@ class FactorizedSpace(SearchSpace):
     def _head(self, values: Mapping[str, Any], last: int) -> HeadSpec:
         common = dict(act=values["head.act"], dropout=self.head_options.dropout, num_classes=self.num_classes)
         if values["head.kind"] == "efficient":
-            return HeadSpec(channels=make_divisible(EFFICIENT_HEAD_RATIO * last, 8), hidden=values["head.width"],
+            return HeadSpec(channels=efficient_head_channels(last), hidden=values["head.width"],
                             **common)
         return HeadSpec(channels=values["head.width"], hidden=0, **common)
 

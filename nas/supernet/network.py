@@ -35,7 +35,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from nas.arch import ArchSpec, HeadSpec, LayerSpec, iter_layers, make_divisible
+from nas.arch import ArchSpec, HeadSpec, LayerSpec, iter_layers
 from nas.blocks import (
     Channels, ConvBNAct, block_expands, block_params, filter_norms, head_params, make_block, make_head,
 )
@@ -43,7 +43,7 @@ from nas.errors import NasError
 from nas.model import Network, build_model, init_weights
 from nas.supernet.slicing import Axis, Tensors, axes, cut, run_head, run_layer, run_stem
 from search_spaces import FactorizedSpace, NotInSpaceError, SearchSpace
-from search_spaces.factorized import EFFICIENT_HEAD_RATIO, STEM_KERNEL, STEM_STRIDE, expanded_width, layer_op
+from search_spaces.factorized import STEM_KERNEL, STEM_STRIDE, efficient_head_channels, expanded_width, layer_op
 
 
 class NotAChildError(NasError):
@@ -128,8 +128,7 @@ class Trunk(nn.Module):
         self.blocks = nn.ModuleList(stages)
         self.last_group = in_group
         width = max(space.head_options.widths)
-        efficient = make_divisible(EFFICIENT_HEAD_RATIO * in_ch, 8)
-        largest = {"efficient": HeadSpec(channels=efficient, hidden=width, num_classes=space.num_classes),
+        largest = {"efficient": HeadSpec(channels=efficient_head_channels(in_ch), hidden=width, num_classes=space.num_classes),
                    "classic": HeadSpec(channels=width, hidden=0, num_classes=space.num_classes)}
         self.largest_heads = {kind: largest[kind] for kind in space.head_options.kinds}
         self.heads = nn.ModuleDict({kind: make_head(head, in_ch) for kind, head in self.largest_heads.items()})
