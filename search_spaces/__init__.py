@@ -4,7 +4,8 @@
 exact members); ``get_space("mobilenetv3")`` adds MobileNetV3's choices (MobileNetV3-Large and
 -Small are members up to their expanded widths). See each module's docstring for the tables.
 ``mnasnet-shared`` and ``mobilenetv3-shared`` are their sub-spaces for weight-sharing search
-(:func:`~search_spaces.factorized.weight_sharing_space`): MBConv ops and identity skips only.
+(:func:`~search_spaces.factorized.weight_sharing_space`): MBConv ops and identity skips only;
+``mobilenetv3-large-shared`` and ``mobilenetv3-small-shared`` hold one skeleton each.
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from search_spaces.mobilenetv3 import mobilenetv3_space
 from search_spaces.space import Choice, NotInSpaceError, SearchSpace
 
 
-def _shared(make: Callable[..., FactorizedSpace], *, num_classes: int = 1000) -> FactorizedSpace:
-    return weight_sharing_space(make(num_classes=num_classes))
+def _shared(make: Callable[..., FactorizedSpace], *, skeleton: str | None = None,
+            num_classes: int = 1000) -> FactorizedSpace:
+    return weight_sharing_space(make(num_classes=num_classes), skeleton=skeleton)
 
 
 SPACES: dict[str, Callable[..., SearchSpace]] = {
@@ -29,6 +31,8 @@ SPACES: dict[str, Callable[..., SearchSpace]] = {
     "mobilenetv3": mobilenetv3_space,
     "mnasnet-shared": partial(_shared, mnasnet_space),
     "mobilenetv3-shared": partial(_shared, mobilenetv3_space),
+    "mobilenetv3-large-shared": partial(_shared, mobilenetv3_space, skeleton="large"),
+    "mobilenetv3-small-shared": partial(_shared, mobilenetv3_space, skeleton="small"),
 }
 
 

@@ -388,8 +388,8 @@ class FactorizedSpace(SearchSpace):
         return tuple(stage.width_at(m) for m in self._options[f"block{index}.filters"])
 
 
-def weight_sharing_space(space: FactorizedSpace) -> FactorizedSpace:
-    """The sub-space a weight-sharing supernet trains well over: ``NAME-shared``.
+def weight_sharing_space(space: FactorizedSpace, *, skeleton: str | None = None) -> FactorizedSpace:
+    """The sub-space a weight-sharing supernet trains well over: ``NAME-shared`` (``NAME-SKELETON-shared``).
 
     Every block but the first offers only the space's MBConv ratios (which share one set of
     weights by prefix), every block has identity skips (so a layer the child leaves out is the
@@ -398,12 +398,21 @@ def weight_sharing_space(space: FactorizedSpace) -> FactorizedSpace:
     depth without residuals are what stalled supernet training over the whole space
     (``experiments/results/supernet_sharing/``). The published MobileNetV3 and MnasNet networks
     are members of both spaces.
+
+    With ``skeleton``, only that skeleton's networks: the skeletons place their downsampling
+    differently, so one set of weights serves each layer at two resolutions. Over both skeletons of
+    ``mobilenetv3-shared`` the supernet scored the small skeleton's children above the large one's
+    whatever their stand-alone accuracy (``experiments/results/supernet_ranking_cifar10_10k/``), and
+    MobileNetV3-Large and -Small were searched separately anyway.
     """
+    if skeleton is not None and skeleton not in space.skeletons:
+        raise NasError(f"{space.name}: unknown skeleton {skeleton!r}; known: {', '.join(space.skeletons)}")
+    skeletons = space.skeletons if skeleton is None else {skeleton: space.skeletons[skeleton]}
     mbconv = tuple(op for op in space.block_options.ops if layer_op(op)[0] == "ir")
     if not mbconv or "ds" not in space.block_options.ops:
         raise NasError(f"{space.name}: a weight-sharing sub-space needs MBConv ops and ds among the block ops")
     return FactorizedSpace(
-        name=f"{space.name}-shared", skeletons=space.skeletons,
+        name="-".join([space.name, *([skeleton] if skeleton else []), "shared"]), skeletons=skeletons,
         blocks=replace(space.block_options, ops=mbconv, skips=("identity",)),
         stem=space.stem_options, head=space.head_options, se_style=space.se_style,
         num_classes=space.num_classes, overrides={"block1.op": ("ds",)},

@@ -13,7 +13,7 @@ from nas import zoo
 from nas.arch import ArchSpec, iter_layers
 from nas.errors import NasError, SpecError
 from nas.model import build_model
-from search_spaces import SPACES, NotInSpaceError, get_space
+from search_spaces import SPACES, NotInSpaceError, get_space, mobilenetv3_space, weight_sharing_space
 
 SAMPLES = 200
 
@@ -204,7 +204,8 @@ def test_cli_checks_membership_and_samples(capsys, tmp_path):
     capsys.readouterr()
     assert cli.run(main, ["show", "resnet"]) == 2
     assert capsys.readouterr().err.strip() == ("error: unknown search space 'resnet'; known: mnasnet, mobilenetv3, "
-                                               "mnasnet-shared, mobilenetv3-shared")
+                                               "mnasnet-shared, mobilenetv3-shared, mobilenetv3-large-shared, "
+                                               "mobilenetv3-small-shared")
 
 
 @pytest.mark.parametrize("name,members", [
@@ -212,6 +213,8 @@ def test_cli_checks_membership_and_samples(capsys, tmp_path):
                             "mobilenet_v3_small_075", "mobilenet_v3_large_minimalistic",
                             "mobilenet_v3_small_minimalistic"]),
     ("mnasnet-shared", ["mnasnet_a1", "mnasnet_b1"]),
+    ("mobilenetv3-large-shared", ["mobilenet_v3_large", "mobilenet_v3_large_075", "mobilenet_v3_large_minimalistic"]),
+    ("mobilenetv3-small-shared", ["mobilenet_v3_small", "mobilenet_v3_small_075", "mobilenet_v3_small_minimalistic"]),
 ])
 def test_weight_sharing_spaces_hold_the_published_networks_and_only_mbconv(name, members):
     from search_spaces.factorized import sharing_obstacle
@@ -228,8 +231,22 @@ def test_weight_sharing_spaces_hold_the_published_networks_and_only_mbconv(name,
         assert all(layer.residual == (layer.stride == 1 and in_ch == layer.out)
                    for _, in_ch, layer in iter_layers(spec))
     assert sharing_obstacle(space) is None
-    full = get_space(name.removesuffix("-shared"))
+    full = get_space(name.split("-")[0])
     assert "mixes ops with weights of their own" in sharing_obstacle(full)
+
+
+def test_a_one_skeleton_space_holds_only_that_skeletons_networks():
+    small, large = get_space("mobilenetv3-small-shared"), get_space("mobilenetv3-large-shared")
+    assert small.fixed()["skeleton"] == "small" and large.fixed()["skeleton"] == "large"
+    assert not small.contains(zoo.get("mobilenet_v3_large"), ignore_expansion=True)
+    assert not large.contains(zoo.get("mobilenet_v3_small"), ignore_expansion=True)
+    both = get_space("mobilenetv3-shared")
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        spec = small.sample(rng)
+        assert both.contains(spec) and not large.contains(spec)
+    with pytest.raises(NasError, match="unknown skeleton 'tiny'; known: large, small"):
+        weight_sharing_space(mobilenetv3_space(), skeleton="tiny")
 
 
 def test_overrides_fix_one_block_and_unknown_names_are_refused():
