@@ -133,7 +133,7 @@ def _settings_only(folder, **changes):
 @pytest.mark.parametrize("argv,message", [
     (["--evaluator", "oracle"], "unknown evaluator 'oracle'"),
     (["--supernet-epochs", "2"], "--supernet-epochs needs --evaluator supernet"),
-    (["--evaluator", "supernet", "--supernet-rule", "greedy"], "unknown supernet rule 'greedy'"),
+    (["--evaluator", "supernet", "--supernet-rule", "greedy"], "unknown supernet sampling rule 'greedy'"),
     (["--evaluator", "supernet", "--supernet-epochs", "0"], "supernet epochs must be at least 1"),
     (["--evaluator", "supernet", "--supernet", "SPACE"], "was trained over the 'mnasnet' space, this search is "
                                                          "over 'mobilenetv3-shared'"),

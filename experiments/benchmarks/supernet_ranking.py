@@ -256,7 +256,7 @@ def main(argv=None) -> int:
         raise NasError("--partial needs at least one cached stand-alone result for every child")
     truth = table["standalone_mean"].to_numpy()
     suffix = "_partial" if partial else ""
-    table.to_csv(out / f"results{suffix}.csv", index=False)
+    rundir.write_table(out / f"results{suffix}.csv", table)
     rows = []
     if len(seeds) > 1:
         both = table[seeds].notna().all(axis=1)
@@ -276,7 +276,7 @@ def main(argv=None) -> int:
                      "spearman": spearman(column, truth), "kendall": kendall_tau(column, truth),
                      "seconds_per_candidate": table[f"supernet_{rule}_seconds"].mean()})
     summary = pd.DataFrame(rows)
-    summary.to_csv(out / f"summary{suffix}.csv", index=False)
+    rundir.write_table(out / f"summary{suffix}.csv", summary)
     methods = {"proxy": f"proxy ({args.proxy_steps} steps)", **{f"supernet_{r}": f"supernet {r}" for r in args.rules}}
     plot_ranking(table, methods, summary, out / f"ranking{suffix}.png")
     shown = ["latency_ms_" + args.target, *seeds, "proxy", *[f"supernet_{r}" for r in args.rules]]

@@ -83,7 +83,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--ppo-lr", type=float, default=0.01, help="rl: controller learning rate (default 0.01)")
 
     g = p.add_argument_group("how a candidate's accuracy is obtained")
-    g.add_argument("--evaluator", default="train",
+    g.add_argument("--evaluator", default="train", metavar="|".join(EVALUATORS),
                    help="train: every candidate trained from scratch (the proxy training below); supernet: its "
                         "weights inherited from a weight-sharing supernet, BatchNorm recalibrated, scored on the "
                         "same held-out split (default train)")
@@ -148,7 +148,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _evaluator(args: argparse.Namespace) -> EvaluatorSettings:
-    _choose(args.evaluator, EVALUATORS, "evaluator")
+    """The flags' combinations; the settings check their own values."""
     budget = [flag for flag, value in (("--supernet-epochs", args.supernet_epochs),
                                        ("--supernet-rule", args.supernet_rule)) if value is not None]
     if args.evaluator != "supernet" and (budget or args.supernet):
@@ -156,8 +156,6 @@ def _evaluator(args: argparse.Namespace) -> EvaluatorSettings:
     if args.supernet and budget:
         raise NasError(f"{budget[0]} sets the budget of a supernet trained in the run; --supernet reuses a "
                        "trained one")
-    if args.supernet_rule is not None:
-        _choose(args.supernet_rule, RULES, "supernet rule")
     return EvaluatorSettings(
         kind=args.evaluator, supernet=None if args.supernet is None else str(args.supernet.resolve()),
         epochs=_SUPERNET.epochs if args.supernet_epochs is None else args.supernet_epochs,
