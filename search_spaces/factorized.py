@@ -399,11 +399,11 @@ def weight_sharing_space(space: FactorizedSpace, *, skeleton: str | None = None)
     (``experiments/results/supernet_sharing/``). The published MobileNetV3 and MnasNet networks
     are members of both spaces.
 
-    With ``skeleton``, only that skeleton's networks: the skeletons place their downsampling
-    differently, so one set of weights serves each layer at two resolutions. Over both skeletons of
-    ``mobilenetv3-shared`` the supernet scored the small skeleton's children above the large one's
-    whatever their stand-alone accuracy (``experiments/results/supernet_ranking_cifar10_10k/``), and
-    MobileNetV3-Large and -Small were searched separately anyway.
+    With ``skeleton``, only that skeleton's networks. A supernet keeps one trunk per skeleton,
+    each trained on its share of the steps; over both skeletons of ``mobilenetv3-shared`` the two
+    trunks scored on different scales (the small skeleton's children above the large one's, whatever
+    their stand-alone accuracy: ``experiments/results/supernet_ranking_cifar10_10k/``). MobileNetV3-Large
+    and -Small were searched separately, too.
     """
     if skeleton is not None and skeleton not in space.skeletons:
         raise NasError(f"{space.name}: unknown skeleton {skeleton!r}; known: {', '.join(space.skeletons)}")
