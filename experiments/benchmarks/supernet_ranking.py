@@ -11,7 +11,10 @@ evenly spaced ranks), are scored three ways:
 * **proxy**: the search's stand-alone proxy (``nas.search.evaluate.evaluate_candidate``) at
   ``--proxy-steps`` SGD steps, scored on the validation split;
 * **supernet**: a supernet per ``--rules`` entry trained for ``--supernet-epochs``, each child
-  scored with inherited, BatchNorm-recalibrated weights on the validation split.
+  scored with inherited, BatchNorm-recalibrated weights on the validation split;
+  ``--trained-supernets DIR ...`` scores supernets trained elsewhere (``python -m nas.supernet
+  train``, other budgets or learning rates) the same way, when they were trained over the same
+  space, data, resolution and held-out split (their settings and metrics are copied into ``--out``).
 
 It prints the Spearman and Kendall (tau-b) correlation of each method with the stand-alone mean,
 and each method's seconds per candidate, and writes ``results.csv``, ``summary.csv`` and
@@ -56,7 +59,8 @@ from nas.model import build_model
 from nas.search.evaluate import ProxySettings, evaluate_candidate
 from nas.supernet.evaluator import SupernetEvaluator
 from nas.supernet.sampling import RULES, random_child
-from nas.supernet.training import CHECKPOINT, METRICS, SupernetSettings, train_supernet
+from nas.supernet.training import (CHECKPOINT, METRICS, SETTINGS, SupernetSettings, load_supernet, read_settings,
+                                   train_supernet)
 from nas.train.loop import evaluate
 from nas.train.proxy import open_data, train
 from search_spaces import SPACES, get_space
@@ -78,7 +82,9 @@ def spread_over_latency(latencies: np.ndarray, count: int) -> list[int]:
 
 
 # Options that may change between reruns on one --out: they change no cached result.
-_FREE = ("rules", "device", "threads", "out", "parts", "from_end", "partial")
+_FREE = ("rules", "trained_supernets", "device", "threads", "out", "parts", "from_end", "partial")
+# What a supernet trained elsewhere must share with this benchmark for its scores to be comparable.
+_SAME_SPLIT = ("space", "data", "resolution", "val_fraction", "seed", "synthetic_train", "synthetic_val")
 PARTS = ("standalone", "proxy", "supernet")
 
 
@@ -143,6 +149,21 @@ def _standalone(spec: ArchSpec, settings: ProxySettings, seed: int) -> dict:
     return {"top1": result.top1, "loss": result.loss, "train_loss": stats.loss, "seconds": time.perf_counter() - start}
 
 
+def _check_trained(folder: Path, base: ProxySettings, space: str) -> SupernetSettings:
+    """A supernet trained elsewhere, fully, on this benchmark's space, data and held-out split."""
+    settings = read_settings(folder)
+    ours = {**vars(base), "space": space}
+    differs = next((key for key in _SAME_SPLIT if getattr(settings, key) != ours[key]), None)
+    if differs is not None:
+        raise NasError(f"--trained-supernets {folder}: trained with {differs} {getattr(settings, differs)!r}, this "
+                       f"benchmark uses {ours[differs]!r}; its scores would not be comparable")
+    trained = len(pd.read_csv(folder / METRICS)) if (folder / CHECKPOINT).is_file() else 0
+    if trained < settings.epochs:
+        raise NasError(f"--trained-supernets {folder}: trained for {trained} of its {settings.epochs} epochs; finish "
+                       f"it with python -m nas.supernet train --resume --out {folder}")
+    return settings
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--space", choices=SPACES, default="mobilenetv3-shared")
@@ -159,6 +180,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy-steps", type=int, default=20, help="the search proxy's budget (default 20)")
     p.add_argument("--supernet-epochs", type=int, default=30)
     p.add_argument("--rules", nargs="+", choices=RULES, default=["sandwich"])
+    p.add_argument("--trained-supernets", nargs="+", type=Path, default=[], metavar="DIR",
+                   help="also score these trained supernets (python -m nas.supernet train --out DIR), one column each")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--bn-batches", type=int, default=20)
@@ -232,6 +255,24 @@ def main(argv=None) -> int:
         columns[f"supernet_{rule}"] = [_cached(path, lambda: vars(evaluator.evaluate(spec)))
                                        for path, spec in zip(paths, children)]
 
+    trained_columns = {}
+    for folder in args.trained_supernets:
+        column = f"supernet_{folder.name}"
+        if column in columns:
+            raise NasError(f"--trained-supernets: two columns called {column!r}; the folders' names must differ")
+        settings = _check_trained(folder, base, args.space)
+        trained_columns[column] = settings
+        paths = [out / f"{column}_scores" / f"child{i}.json" for i in range(len(children))]
+        for name in (SETTINGS, METRICS):
+            rundir.copy_file(folder / name, out / column / name)
+        supernet_seconds[column] = float(pd.read_csv(folder / METRICS)["seconds"].sum())
+        if all(path.is_file() for path in paths) or "supernet" not in args.parts:
+            columns[column] = [rundir.read_json(path, what="cached score") if path.is_file() else None
+                               for path in paths]
+            continue
+        evaluator = SupernetEvaluator(load_supernet(folder, device=args.device)[0], settings)
+        columns[column] = [_cached(path, lambda: vars(evaluator.evaluate(spec))) for path, spec in zip(paths, children)]
+
     missing = [name for name, column in columns.items() if any(result is None for result in column)]
     partial = args.partial and bool(missing) and all(name.startswith("standalone_") for name in missing)
     if missing and not partial:
@@ -246,9 +287,10 @@ def main(argv=None) -> int:
         table[f"standalone_seed{seed}"] = values(f"standalone_seed{seed}", "top1")
         table[f"standalone_seconds_seed{seed}"] = values(f"standalone_seed{seed}", "seconds")
     table["proxy"], table["proxy_seconds"] = values("proxy", "accuracy"), values("proxy", "train_seconds")
-    for rule in args.rules:
-        table[f"supernet_{rule}"] = values(f"supernet_{rule}", "accuracy")
-        table[f"supernet_{rule}_seconds"] = values(f"supernet_{rule}", "seconds")
+    scored = [f"supernet_{rule}" for rule in args.rules] + list(trained_columns)
+    for column in scored:
+        table[column] = values(column, "accuracy")
+        table[f"{column}_seconds"] = values(column, "seconds")
 
     seeds = [f"standalone_seed{s}" for s in args.standalone_seeds]
     table["standalone_mean"] = table[seeds].mean(axis=1, skipna=True)
@@ -269,17 +311,20 @@ def main(argv=None) -> int:
     rows.append({"method": f"proxy ({args.proxy_steps} steps)", "children": len(table),
                  "spearman": spearman(table["proxy"], truth), "kendall": kendall_tau(table["proxy"], truth),
                  "seconds_per_candidate": table["proxy_seconds"].mean()})
-    for rule in args.rules:
-        column = table[f"supernet_{rule}"]
-        trained_in = f"{args.supernet_epochs} epochs, {supernet_seconds[rule]:.0f} s to train"
-        rows.append({"method": f"supernet {rule} ({trained_in})", "children": len(table),
-                     "spearman": spearman(column, truth), "kendall": kendall_tau(column, truth),
-                     "seconds_per_candidate": table[f"supernet_{rule}_seconds"].mean()})
+    labels = {f"supernet_{rule}": (f"supernet {rule}", f"{args.supernet_epochs} epochs, lr {args.lr:g}",
+                                   supernet_seconds[rule]) for rule in args.rules}
+    labels.update({column: (f"supernet {settings.rule}, {column.removeprefix('supernet_')}",
+                            f"{settings.epochs} epochs, lr {settings.lr:g}", supernet_seconds[column])
+                   for column, settings in trained_columns.items()})
+    for column, (label, budget, seconds) in labels.items():
+        rows.append({"method": f"{label} ({budget}, {seconds:.0f} s to train)", "children": len(table),
+                     "spearman": spearman(table[column], truth), "kendall": kendall_tau(table[column], truth),
+                     "seconds_per_candidate": table[f"{column}_seconds"].mean()})
     summary = pd.DataFrame(rows)
     rundir.write_table(out / f"summary{suffix}.csv", summary)
-    methods = {"proxy": f"proxy ({args.proxy_steps} steps)", **{f"supernet_{r}": f"supernet {r}" for r in args.rules}}
+    methods = {"proxy": f"proxy ({args.proxy_steps} steps)", **{column: label for column, (label, *_) in labels.items()}}
     plot_ranking(table, methods, summary, out / f"ranking{suffix}.png")
-    shown = ["latency_ms_" + args.target, *seeds, "proxy", *[f"supernet_{r}" for r in args.rules]]
+    shown = ["latency_ms_" + args.target, *seeds, "proxy", *scored]
     print(table[shown].round(3).to_string())
     print(f"\n{args.space} on {args.data} at {args.train_resolution} px, {len(children)} children; "
           f"correlation with the stand-alone mean top-1 (test split)"
