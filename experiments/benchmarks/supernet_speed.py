@@ -15,7 +15,7 @@ training is a one-off cost, reported by ``supernet_ranking.py`` and ``python -m 
 Both run in this process with ``--threads`` torch threads.
 
     python experiments/benchmarks/supernet_speed.py                                  # synthetic, ~2 min
-    python experiments/benchmarks/supernet_speed.py --data /tmp/cifar/cifar10_jpg --children 2
+    python experiments/benchmarks/supernet_speed.py --data /tmp/cifar/cifar10_jpg --children 8 --out speed.csv
 """
 
 from __future__ import annotations
@@ -24,11 +24,13 @@ import argparse
 import sys
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from nas import rundir
 from nas.cli import run
 from nas.errors import NasError
 from nas.search.evaluate import ProxySettings, evaluate_candidate
@@ -49,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bn-batches", type=int, default=SupernetSettings.bn_batches,
                    help=f"BatchNorm recalibration batches per child (default {SupernetSettings.bn_batches})")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--out", type=Path, help="also write the per-child CPU seconds to this CSV or Parquet file")
     return p
 
 
@@ -56,6 +59,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     if args.children < 1:
         raise NasError(f"--children must be at least 1, got {args.children}")
+    if args.out is not None and args.out.suffix not in rundir.TABLE_FORMATS:
+        raise NasError(f"--out {args.out}: a table is written as {' or '.join(rundir.TABLE_FORMATS)}")
     torch.set_num_threads(args.threads)
     proxy = replace(ProxySettings(), data=args.data)
     settings = SupernetSettings(space=args.space, data=args.data, resolution=proxy.resolution,
@@ -75,10 +80,13 @@ def main(argv=None) -> int:
         start = time.process_time()
         evaluator.evaluate(spec)
         supernet_seconds = time.process_time() - start
-        rows.append({"child": i, "proxy_s": proxy_seconds, "proxy_steps": result.steps, "supernet_s": supernet_seconds})
+        rows.append({"child": i, "arch": spec.to_string(), "proxy_s": proxy_seconds, "proxy_steps": result.steps,
+                     "supernet_s": supernet_seconds})
         print(f"child {i}: proxy {proxy_seconds:.1f} CPU s ({result.steps} steps), "
               f"supernet {supernet_seconds:.2f} CPU s", flush=True)
     table = pd.DataFrame(rows)
+    if args.out is not None:
+        rundir.write_table(args.out, table)
     proxy_s, supernet_s = table["proxy_s"].mean(), table["supernet_s"].mean()
     print(f"\n{args.space} on {args.data}: {len(data.train)} training / {len(data.val)} held-out images, "
           f"{proxy.resolution} px, {args.threads} thread(s)")
