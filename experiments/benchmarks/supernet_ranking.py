@@ -179,7 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--standalone-seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--proxy-steps", type=int, default=20, help="the search proxy's budget (default 20)")
     p.add_argument("--supernet-epochs", type=int, default=30)
-    p.add_argument("--rules", nargs="+", choices=RULES, default=["sandwich"])
+    p.add_argument("--rules", nargs="*", choices=RULES, default=["sandwich"],
+                   help="train a supernet per rule at --supernet-epochs and --lr (none: only --trained-supernets)")
     p.add_argument("--trained-supernets", nargs="+", type=Path, default=[], metavar="DIR",
                    help="also score these trained supernets (python -m nas.supernet train --out DIR), one column each")
     p.add_argument("--batch-size", type=int, default=64)
