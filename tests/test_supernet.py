@@ -14,7 +14,8 @@ from nas.supernet.__main__ import main
 from nas.supernet.evaluator import SupernetEvaluator, open_evaluator
 from nas.supernet.network import NotAChildError, Supernet
 from nas.supernet.sampling import extreme_child, random_child, step_children
-from nas.supernet.training import CHECKPOINT, METRICS, SupernetSettings, load_supernet, train_supernet
+from nas.supernet.training import (CHECKPOINT, METRICS, SupernetSettings, backward_children, load_supernet,
+                                   soft_cross_entropy, train_supernet)
 from search_spaces import get_space
 
 V3_CHILDREN = ["mobilenet_v3_large", "mobilenet_v3_small", "mobilenet_v3_large_075", "mobilenet_v3_small_075",
@@ -149,6 +150,28 @@ def test_sandwich_step_runs_largest_smallest_and_random_children():
     sizes = [sum(layer.exp * layer.out for layer in spec.layers) for spec in children]
     assert sizes[0] == max(sizes) and sizes[1] == min(sizes)
     assert len(step_children(space, np.random.default_rng(0), rule="uniform")) == 1
+
+
+def test_a_sandwich_step_averages_its_childrens_gradients():
+    net = _randomised("mobilenetv3-small-shared").train()
+    children = step_children(net.space, np.random.default_rng(0), rule="sandwich", random=1)
+    inputs, targets = torch.randn(4, 3, 16, 16), torch.tensor([0, 1, 2, 3])
+    torch.manual_seed(1)  # the same dropout masks in both passes
+    loss = backward_children(net, children, inputs, targets, torch.nn.CrossEntropyLoss())
+    averaged = {name: p.grad.clone() for name, p in net.named_parameters() if p.grad is not None}
+    net.zero_grad(set_to_none=True)
+    torch.manual_seed(1)
+    logits = net(inputs, children[0])
+    teacher = logits.detach()
+    expected_loss = torch.nn.functional.cross_entropy(logits, targets)
+    expected_loss.backward()
+    for child in children[1:]:
+        soft_cross_entropy(net(inputs, child), teacher).backward()
+    summed = {name: p.grad for name, p in net.named_parameters() if p.grad is not None}
+    assert summed.keys() == averaged.keys()
+    assert torch.isclose(loss, expected_loss.detach())
+    for name, grad in summed.items():
+        torch.testing.assert_close(averaged[name], grad / len(children), msg=name)
 
 
 def test_training_resumes_bit_identically(tmp_path):
