@@ -11,6 +11,7 @@ from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.model import build_model
 from nas.supernet.__main__ import main
+from nas.supernet import evaluator as evaluator_module
 from nas.supernet.evaluator import SupernetEvaluator, open_evaluator
 from nas.supernet.network import NotAChildError, Supernet
 from nas.supernet.sampling import extreme_child, random_child, step_children
@@ -192,7 +193,7 @@ def test_training_resumes_bit_identically(tmp_path):
             load()
 
 
-def test_sandwich_training_smoke_and_cli(tmp_path, capsys):
+def test_sandwich_training_smoke_and_cli(tmp_path, capsys, monkeypatch):
     out = tmp_path / "sn"
     assert main(["train", "--space", "mobilenetv3", "--rule", "sandwich", "--sandwich-random", "1", "--epochs", "1",
                  "--train-resolution", "8", "--synthetic-train", "64", "--synthetic-val", "32", "--batch-size", "32",
@@ -203,6 +204,11 @@ def test_sandwich_training_smoke_and_cli(tmp_path, capsys):
     score = evaluator.evaluate(zoo.get("mobilenet_v3_small"))
     assert 0 <= score.accuracy <= 1 and np.isfinite(score.val_loss)
     assert evaluator.evaluate(zoo.get("mobilenet_v3_small")).accuracy == score.accuracy  # deterministic
+    assert isinstance(evaluator._held_out, list)  # decoded once: it fits in HELD_OUT_BYTES
+    streamed = SupernetEvaluator.load(out)
+    monkeypatch.setattr(evaluator_module, "HELD_OUT_BYTES", 0)
+    assert not isinstance(streamed._held_out, list)  # too big: read from the files for every child
+    assert streamed.evaluate(zoo.get("mobilenet_v3_small")).accuracy == score.accuracy
     csv = tmp_path / "children.csv"
     assert main(["evaluate", "--supernet", str(out), "mobilenet_v3_small", "--sample", "1", "--out", str(csv)]) == 0
     assert len(csv.read_text().splitlines()) == 3
