@@ -99,7 +99,8 @@ def plot_ranking(table: pd.DataFrame, methods: dict[str, str], summary: pd.DataF
     axes = fig.subplots(1, len(methods), squeeze=False)[0]
     for ax, (column, label), rho in zip(axes, methods.items(), summary["spearman"].iloc[-len(methods):]):
         points = ax.scatter(100 * table[column], truth, c=table[latency], cmap="viridis", s=28)
-        ax.set(xlabel=f"{label} top-1 (%)", ylabel="stand-alone test top-1 (%)", title=f"{label}: Spearman {rho:.2f}")
+        ax.set(xlabel=f"{label} top-1 (%)", ylabel="stand-alone test top-1 (%)")
+        ax.set_title(f"{label}\nSpearman {rho:.2f}", fontsize=10)
         ax.grid(alpha=0.3)
     fig.colorbar(points, ax=list(axes), label=latency.replace("latency_ms_", "latency (ms) on "))
     fig.savefig(path, dpi=100, metadata=PNG_METADATA)
