@@ -324,7 +324,8 @@ def main(argv=None) -> int:
                      "seconds_per_candidate": table[f"{column}_seconds"].mean()})
     summary = pd.DataFrame(rows)
     rundir.write_table(out / f"summary{suffix}.csv", summary)
-    methods = {"proxy": f"proxy ({args.proxy_steps} steps)", **{column: label for column, (label, *_) in labels.items()}}
+    methods = {"proxy": f"proxy ({args.proxy_steps} steps)",
+               **{column: label for column, (label, *_) in labels.items()}}
     plot_ranking(table, methods, summary, out / f"ranking{suffix}.png")
     shown = ["latency_ms_" + args.target, *seeds, "proxy", *scored]
     print(table[shown].round(3).to_string())
