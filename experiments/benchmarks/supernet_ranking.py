@@ -59,8 +59,8 @@ from nas.model import build_model
 from nas.search.evaluate import ProxySettings, evaluate_candidate
 from nas.supernet.evaluator import SupernetEvaluator
 from nas.supernet.sampling import RULES, random_child
-from nas.supernet.training import (CHECKPOINT, METRICS, SETTINGS, SupernetSettings, load_supernet, read_settings,
-                                   train_supernet)
+from nas.supernet.training import (CHECKPOINT, METRICS, SETTINGS, SupernetSettings, epochs_trained, load_supernet,
+                                   read_settings, train_supernet)
 from nas.train.loop import evaluate
 from nas.train.proxy import open_data, train
 from search_spaces import SPACES, get_space
@@ -158,7 +158,7 @@ def _check_trained(folder: Path, base: ProxySettings, space: str) -> SupernetSet
     if differs is not None:
         raise NasError(f"--trained-supernets {folder}: trained with {differs} {getattr(settings, differs)!r}, this "
                        f"benchmark uses {ours[differs]!r}; its scores would not be comparable")
-    trained = len(pd.read_csv(folder / METRICS)) if (folder / CHECKPOINT).is_file() else 0
+    trained = epochs_trained(folder)
     if trained < settings.epochs:
         raise NasError(f"--trained-supernets {folder}: trained for {trained} of its {settings.epochs} epochs; finish "
                        f"it with python -m nas.supernet train --resume --out {folder}")

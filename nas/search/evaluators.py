@@ -23,13 +23,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from nas import rundir
 from nas.arch import ArchSpec
 from nas.errors import NasError
 from nas.profile import profile
 from nas.search.evaluate import Evaluation, ProxySettings, evaluate_candidate
 from nas.supernet.sampling import RULES
-from nas.supernet.training import CHECKPOINT, METRICS, SupernetSettings, read_settings, train_supernet
+from nas.supernet.training import CHECKPOINT, SupernetSettings, epochs_trained, read_settings, train_supernet
 from nas.train.proxy import ProxyTraining
 
 if TYPE_CHECKING:
@@ -131,7 +130,7 @@ def check_supernet(folder: Path | str, *, space: str) -> SupernetSettings:
     if settings.space != space:
         raise NasError(f"--supernet {folder} was trained over the {settings.space!r} space, this search is over "
                        f"{space!r}; train one over {space!r} or leave out --supernet to train it in the run")
-    trained = _epochs_trained(Path(folder))
+    trained = epochs_trained(folder)
     if trained < settings.epochs:
         raise NasError(f"--supernet {folder} is trained for {trained} of its {settings.epochs} epochs; finish it "
                        f"with python -m nas.supernet train --resume --out {folder} (and its settings)")
@@ -146,7 +145,7 @@ def prepare_supernet(config: SearchConfig, *, progress: bool = True) -> Path:
         check_supernet(folder, space=config.space)
         return folder
     settings = chosen.supernet_settings(config.proxy, config.space)
-    trained = _epochs_trained(folder)
+    trained = epochs_trained(folder)
     if progress:
         doing = ("training the" if not trained else "continuing the" if trained < settings.epochs
                  else "using the trained")
@@ -154,11 +153,6 @@ def prepare_supernet(config: SearchConfig, *, progress: bool = True) -> Path:
               f"{settings.rule}) in {folder}", file=sys.stderr)
     train_supernet(settings, folder, resume=(folder / CHECKPOINT).is_file(), progress=progress)
     return folder
-
-
-def _epochs_trained(folder: Path) -> int:
-    """Epochs a supernet directory holds (its checkpoint and metrics are written together, every epoch)."""
-    return len(rundir.read_table(folder / METRICS)) if (folder / CHECKPOINT).is_file() else 0
 
 
 def make_evaluator(config: SearchConfig, supernet: Path | None = None) -> Evaluator:

@@ -128,8 +128,9 @@ class Trunk(nn.Module):
         self.blocks = nn.ModuleList(stages)
         self.last_group = in_group
         width = max(space.head_options.widths)
-        largest = {"efficient": HeadSpec(channels=efficient_head_channels(in_ch), hidden=width, num_classes=space.num_classes),
-                   "classic": HeadSpec(channels=width, hidden=0, num_classes=space.num_classes)}
+        classes = space.num_classes
+        largest = {"efficient": HeadSpec(channels=efficient_head_channels(in_ch), hidden=width, num_classes=classes),
+                   "classic": HeadSpec(channels=width, hidden=0, num_classes=classes)}
         self.largest_heads = {kind: largest[kind] for kind in space.head_options.kinds}
         self.heads = nn.ModuleDict({kind: make_head(head, in_ch) for kind, head in self.largest_heads.items()})
 

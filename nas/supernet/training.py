@@ -112,6 +112,12 @@ def backward_children(supernet: Supernet, children: list[ArchSpec], inputs: torc
     return loss.detach()
 
 
+def epochs_trained(out: Path | str) -> int:
+    """Epochs a supernet directory holds (its checkpoint and metrics are written together, every epoch)."""
+    out = Path(out)
+    return len(rundir.read_table(out / METRICS)) if (out / CHECKPOINT).is_file() else 0
+
+
 def read_settings(out: Path) -> SupernetSettings:
     """The settings a run directory was trained with."""
     path = Path(out) / SETTINGS
