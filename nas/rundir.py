@@ -65,13 +65,18 @@ def write_json(path: Path, data: Any) -> None:
     write_text(path, json.dumps(data, indent=2) + "\n")
 
 
-def write_table(path: Path, table: pd.DataFrame | list[Mapping[str, Any]]) -> None:
-    """A table as CSV or Parquet, by the file's suffix, without the index."""
-    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
+def table_format(path: Path) -> str:
+    """The format a table at ``path`` is written in (its suffix); check it before long work that ends in one."""
     suffix = Path(path).suffix
     if suffix not in TABLE_FORMATS:
         raise NasError(f"{path}: a table is written as {' or '.join(TABLE_FORMATS)}, not {suffix or 'no suffix'}")
-    if suffix == ".csv":
+    return suffix
+
+
+def write_table(path: Path, table: pd.DataFrame | list[Mapping[str, Any]]) -> None:
+    """A table as CSV or Parquet, by the file's suffix, without the index."""
+    frame = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
+    if table_format(path) == ".csv":
         _replace(path, lambda tmp: frame.to_csv(tmp, index=False))
     else:
         _replace(path, lambda tmp: frame.to_parquet(tmp, index=False))
